@@ -1,0 +1,48 @@
+# Lightweight DL — every target installs what it needs first (into .venv), so a fresh clone needs only:
+#   make course   # set up and open the lectures in JupyterLab
+#   make test     # set up and run every test (library, notebooks with nbval, exercises)
+# Pinned versions: constraints.txt. Python 3.11 is required (set PYTHON=/path/to/python3.11 if it is not on PATH).
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup course course-headless test test-lib test-notebooks doctor clean-venv
+
+help:
+	@echo "make course           set up .venv and open the lectures in JupyterLab"
+	@echo "make test             set up .venv and run all tests"
+	@echo "make course-headless  run every lecture notebook without a browser; print a summary"
+	@echo "make doctor           versions, CPU, threads, and which runtimes import"
+	@echo "make setup            only create .venv and install (done by the targets above)"
+
+# Re-installs only when the pins or the package's declaration change.
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found. The course needs Python 3.11: install it, or run 'make PYTHON=/path/to/python3.11 ...'." >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || { echo "error: $(PYTHON) is not Python 3.11; run 'make PYTHON=/path/to/python3.11 ...'." >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the pinned environment into $(VENV) (first time: a few minutes, ~8 GB) ..."
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q -c constraints.txt -e ".[test]"
+	@touch $@
+
+setup: $(STAMP)
+
+course: $(STAMP)
+	$(BIN)/python -m jupyter lab notebooks/
+
+course-headless: $(STAMP)
+	$(BIN)/python -m course_lib run
+
+doctor: $(STAMP)
+	$(BIN)/python -m course_lib doctor
+
+# Library tests and every lecture notebook (nbval), two workers; a notebook's cells stay in one worker.
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

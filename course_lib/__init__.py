@@ -1,0 +1,124 @@
+"""course_lib: the companion library of the Lightweight DL course.
+
+Notebooks call into this package instead of copying code: ``measure`` for
+counting and timing, ``data`` for the offline datasets, ``models`` for the
+course's small CNN (in PyTorch and in Keras), ``train`` for fitting, and
+``report`` for the records every lecture's tables are built from.
+
+Import it first, before TensorFlow: importing ``course_lib`` sets
+``TF_USE_LEGACY_KERAS=1`` so that ``tf.keras`` is Keras 2 (``tf_keras``),
+which ``tensorflow-model-optimization`` needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import warnings
+from typing import Any
+
+# Must happen before TensorFlow is imported anywhere in the process: tfmot
+# only accepts Keras 2 models, and TF picks its Keras at first import.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# 2 = hide TensorFlow's INFO and WARNING lines from its C++ core.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+_STATE: dict[str, Any] = {"seed": None, "threads": None}
+
+
+def setup(seed: int = 0, threads: int | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Make a notebook or script reproducible and its logs readable.
+
+    Seeds Python's ``random``, NumPy and PyTorch (and TensorFlow: now if it is
+    already imported, otherwise when ``course_lib`` imports it for you through
+    :func:`import_tensorflow`), sets the number of CPU threads PyTorch uses,
+    and turns down framework log noise. Deprecation warnings stay visible:
+    the course teaches which APIs are deprecated.
+
+    Args:
+        seed: the seed for every random number generator.
+        threads: CPU threads for PyTorch (and TensorFlow). ``None`` keeps the
+            framework default (all cores). Timings depend on it, so lectures
+            print it beside every latency.
+        quiet: lower TensorFlow / absl / ONNX Runtime logging to errors only.
+
+    Returns:
+        What was set, to print at the top of a notebook.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+
+    import numpy as np
+    import torch
+
+    if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        warnings.warn(
+            "TensorFlow was imported before course_lib set TF_USE_LEGACY_KERAS=1; "
+            "tensorflow-model-optimization will reject its Keras 3 models. "
+            "Restart the kernel and import course_lib first.",
+            stacklevel=2,
+        )
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _STATE["seed"] = seed
+    _STATE["threads"] = threads
+
+    if quiet:
+        for name in ("tensorflow", "absl", "h5py", "onnxruntime", "torch._dynamo", "torch.onnx"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+    if "tensorflow" in sys.modules:
+        _configure_tensorflow(sys.modules["tensorflow"])
+
+    return {
+        "seed": seed,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_cores": os.cpu_count(),
+        "TF_USE_LEGACY_KERAS": os.environ["TF_USE_LEGACY_KERAS"],
+    }
+
+
+def _configure_tensorflow(tf: Any) -> None:
+    """Apply the seed and thread count recorded by :func:`setup` to TensorFlow."""
+    seed = _STATE["seed"]
+    if seed is not None:
+        tf.keras.utils.set_random_seed(seed)
+    threads = _STATE["threads"]
+    if threads is not None:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            # TF refuses once its runtime has started; the first setting stays.
+            pass
+    tf.get_logger().setLevel(logging.ERROR)
+
+
+def import_tensorflow() -> Any:
+    """Import TensorFlow with Keras 2 selected, seeded as :func:`setup` asked.
+
+    Use this (or import ``course_lib`` first) rather than a bare
+    ``import tensorflow``: the Keras version is fixed at TF's first import.
+    """
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    first_import = "tensorflow" not in sys.modules
+    import tensorflow as tf
+
+    if first_import:
+        _configure_tensorflow(tf)
+    return tf
+
+
+__all__ = ["setup", "import_tensorflow", "__version__"]

@@ -1,0 +1,78 @@
+"""Keras (tf_keras, i.e. Keras 2) twins of the course's PyTorch models.
+
+Same layers, same parameter counts, NHWC layout. :func:`copy_weights_from_torch`
+moves trained PyTorch weights into the twin, so a TFLite / LiteRT artefact can
+be built from exactly the model that PyTorch trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from course_lib import import_tensorflow
+from course_lib.models.cnn import SmallCNN
+
+
+def small_cnn_keras(
+    num_classes: int = 10,
+    image_size: int = 8,
+    in_channels: int = 1,
+    channels: tuple[int, int] = (32, 64),
+    hidden: int = 32,
+    seed: int | None = 0,
+) -> Any:
+    """The Keras twin of :class:`course_lib.models.SmallCNN` (input ``N × H × W × C``)."""
+    tf = import_tensorflow()
+    if seed is not None:
+        tf.keras.utils.set_random_seed(seed)
+    layers = tf.keras.layers
+    c1, c2 = channels
+    return tf.keras.Sequential(
+        [
+            tf.keras.Input(shape=(image_size, image_size, in_channels)),
+            layers.Conv2D(c1, 3, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(c2, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(hidden, activation="relu", name="fc1"),
+            layers.Dense(num_classes, name="fc2"),
+        ],
+        name="small_cnn",
+    )
+
+
+def copy_weights_from_torch(torch_model: SmallCNN, keras_model: Any) -> Any:
+    """Copy a :class:`SmallCNN`'s weights into its Keras twin, in place, and return the twin.
+
+    Convolution kernels go from ``out × in × kh × kw`` to ``kh × kw × in × out``;
+    linear weights are transposed. The first dense layer also needs its rows
+    reordered, because PyTorch flattens ``C × H × W`` and Keras ``H × W × C``.
+    """
+    conv1, conv2 = torch_model.features[0], torch_model.features[2]
+    fc1, fc2 = torch_model.classifier[1], torch_model.classifier[3]
+
+    def np_(t: Any) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    c2 = conv2.out_channels
+    side = torch_model.image_size // 2
+    # fc1.weight is hidden × (C·H·W) in PyTorch order; reorder its columns to (H·W·C).
+    fc1_w = np_(fc1.weight).reshape(-1, c2, side, side).transpose(0, 2, 3, 1).reshape(fc1.out_features, -1)
+    values = {
+        "conv1": [np_(conv1.weight).transpose(2, 3, 1, 0), np_(conv1.bias)],
+        "conv2": [np_(conv2.weight).transpose(2, 3, 1, 0), np_(conv2.bias)],
+        "fc1": [fc1_w.T, np_(fc1.bias)],
+        "fc2": [np_(fc2.weight).T, np_(fc2.bias)],
+    }
+    for name, weights in values.items():
+        layer = keras_model.get_layer(name)
+        expected = [w.shape for w in layer.get_weights()]
+        if [w.shape for w in weights] != expected:
+            raise ValueError(
+                f"layer {name}: PyTorch weights {[w.shape for w in weights]} do not fit Keras weights {expected}; "
+                "build both models with the same image_size, channels and hidden width"
+            )
+        layer.set_weights(weights)
+    return keras_model

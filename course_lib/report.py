@@ -1,0 +1,125 @@
+"""One record per measured model variant, and the tables built from lists of them.
+
+Every lecture ends with a table of variants (fp32, pruned, int8, ONNX, ...);
+they all use :class:`Record`, so the capstone can put any of them side by side.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+
+@dataclass
+class Record:
+    """What was measured of one variant of a model. Leave unknown fields ``None``.
+
+    Attributes:
+        name: a short label, e.g. ``"cnn fp32"`` or ``"cnn int8 (PT2E)"``.
+        framework: ``"pytorch"``, ``"keras"``, ``"onnxruntime"``, ``"litert"``, ``"executorch"``.
+        format: the artefact, e.g. ``"state_dict"``, ``".onnx"``, ``".tflite"``, ``".pte"``.
+        bytes / gzip_bytes: artefact size raw and gzip-compressed.
+        params / nonzero_params / macs: counts from :mod:`course_lib.measure`.
+        latency_ms / latency_p90_ms: median and p90 per call.
+        threads / batch_size: the conditions the latency was measured in.
+        peak_memory_bytes: growth of resident memory during one call.
+        top1 / top5: accuracy on the test split.
+        notes: anything a reader must know to trust the row.
+    """
+
+    name: str
+    framework: str = "pytorch"
+    format: str | None = None
+    bytes: int | None = None
+    gzip_bytes: int | None = None
+    params: int | None = None
+    nonzero_params: int | None = None
+    macs: int | None = None
+    latency_ms: float | None = None
+    latency_p90_ms: float | None = None
+    threads: int | None = None
+    batch_size: int | None = None
+    peak_memory_bytes: int | None = None
+    top1: float | None = None
+    top5: float | None = None
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown Record fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+def to_frame(records: Iterable[Record], drop_empty: bool = True) -> Any:
+    """A pandas DataFrame with one row per record; columns that are empty in every row dropped."""
+    import pandas as pd
+
+    rows = [r.to_dict() for r in records]
+    if not rows:
+        raise ValueError("no records to tabulate")
+    frame = pd.DataFrame(rows)
+    if drop_empty:
+        frame = frame.dropna(axis=1, how="all")
+        if "notes" in frame and (frame["notes"] == "").all():
+            frame = frame.drop(columns="notes")
+    return frame
+
+
+def _format(value: Any, column: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if column in ("top1", "top5") and isinstance(value, float):
+        return f"{value:.3f}"
+    if column.endswith("_ms") and isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:.4g}"
+    return str(value)
+
+
+def to_markdown(records: Iterable[Record]) -> str:
+    """A GitHub-flavoured Markdown table of the records (no extra dependency)."""
+    frame = to_frame(records)
+    columns = list(frame.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in frame.itertuples(index=False):
+        cells = [_format(None if _isnan(v) else (int(v) if _is_int_column(frame, c) else v), c) for v, c in zip(row, columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
+
+
+def _is_int_column(frame: Any, column: str) -> bool:
+    return column in {"bytes", "gzip_bytes", "params", "nonzero_params", "macs", "threads", "batch_size", "peak_memory_bytes"}
+
+
+def save_json(records: Iterable[Record], path: str | Path) -> Path:
+    """Write records as a JSON list (the source of the README's results table)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([r.to_dict() for r in records], indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_json(path: str | Path) -> list[Record]:
+    """Read records written by :func:`save_json`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no records file at {path}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise ValueError(f"{path} must hold a JSON list of records")
+    return [Record.from_dict(d) for d in data]

@@ -1,0 +1,40 @@
+"""Shared test fixtures. Tests run on the CPU with fixed seeds and two threads."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import pytest
+import torch
+
+# Test fixtures that are notebooks (student submissions, hostile notebooks) must not be run by nbval.
+collect_ignore_glob = ["fixtures/*", "**/fixtures/*"]
+
+
+@pytest.fixture(autouse=True)
+def _two_threads_and_seed():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from course_lib import data
+
+    return data.load_digits()
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits):
+    """The course's CNN trained briefly on digits (a few seconds), shared across tests."""
+    from course_lib import data, models, train
+
+    model = models.small_cnn(seed=0)
+    loaders = data.torch_loaders(digits, batch_size=64, seed=0)
+    train.fit(model, loaders["train"], loaders["val"], epochs=15, progress=False)
+    return model

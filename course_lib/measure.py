@@ -313,6 +313,64 @@ def measure_latency(
     )
 
 
+def measure_latency_in_subprocess(
+    model: nn.Module,
+    inputs: Inputs,
+    threads: int = 1,
+    warmup: int = 10,
+    repeats: int = 50,
+    timeout: float = 300.0,
+) -> LatencyStats:
+    """Like :func:`measure_latency`, but in a fresh Python process started with ``threads`` threads.
+
+    Changing ``torch.set_num_threads`` back and forth inside one process gave
+    erratic timings on the course's machines; a fresh process per thread count
+    gives comparable numbers. The model is pickled whole (``torch.save``), so
+    its class must be importable (defined in a module, not in a notebook cell).
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    _check_count("threads", threads, 1)
+    _check_count("warmup", warmup, 0)
+    _check_count("repeats", repeats, 1)
+    run_model(model, inputs)  # a bad shape fails here, with a clear message, not in the child
+    with tempfile.TemporaryDirectory(prefix="course_lib_latency_") as tmp:
+        path = Path(tmp) / "job.pt"
+        try:
+            torch.save({"model": model, "inputs": _as_args(inputs)}, path)
+        except (AttributeError, TypeError, RuntimeError) as exc:
+            raise TypeError(
+                f"cannot send {type(model).__name__} to a fresh process ({exc}); its class must be importable: "
+                "define it in a module, not in a notebook cell or a function, or use measure_latency() in-process"
+            ) from None
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        cmd = [sys.executable, "-m", "course_lib.measure", str(path), str(threads), str(warmup), str(repeats)]
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"latency measurement took longer than {timeout:.0f} s; lower repeats") from None
+    if result.returncode != 0:
+        lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        hint = " (is the model's class defined in a notebook? Move it into a module.)" if "Can't get attribute" in reason else ""
+        raise RuntimeError(f"latency worker failed: {reason}{hint}")
+    return LatencyStats(**json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _latency_worker(argv: list[str]) -> None:
+    """Child side of :func:`measure_latency_in_subprocess`: load, measure, print JSON."""
+    import json
+
+    path, threads, warmup, repeats = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    torch.set_num_threads(threads)
+    job = torch.load(path, weights_only=False)
+    stats = measure_latency(job["model"], job["inputs"], warmup=warmup, repeats=repeats)
+    print(json.dumps(asdict(stats)))
+
+
 # --- memory ---------------------------------------------------------------------------------
 
 
@@ -474,3 +532,9 @@ def hamming_distance(mask_a: Any, mask_b: Any, normalized: bool = False) -> floa
     if normalized:
         return differ / a.size if a.size else 0.0
     return differ
+
+
+if __name__ == "__main__":
+    import sys
+
+    _latency_worker(sys.argv[1:])

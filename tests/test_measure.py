@@ -199,3 +199,17 @@ def test_hamming_distance():
         measure.hamming_distance(a * 2, b)
     with pytest.raises(ValueError, match="same shape"):
         measure.hamming_distance(a, b.T)
+
+
+def test_latency_in_a_fresh_process_uses_the_requested_threads():
+    stats = measure.measure_latency_in_subprocess(models.small_cnn(), torch.zeros(1, 1, 8, 8), threads=1, repeats=5)
+    assert stats.threads == 1 and stats.repeats == 5 and stats.median_ms > 0
+
+
+def test_latency_in_subprocess_explains_an_unpicklable_model():
+    class LocalModel(nn.Module):  # defined inside a function: the child cannot import it
+        def forward(self, x):
+            return x * 2
+
+    with pytest.raises(TypeError, match="class must be importable"):
+        measure.measure_latency_in_subprocess(LocalModel(), torch.zeros(1, 3), repeats=1)

@@ -2,7 +2,10 @@
 
 * ``doctor`` - versions, CPU, threads, and which runtimes import here;
 * ``run [NOTEBOOK ...]`` - execute lecture notebooks headless, in order, with a
-  progress bar and a summary (the headless way to take the course).
+  progress bar and a summary (the headless way to take the course);
+* ``release [--check]`` - generate ``exercises/`` from ``solutions/``;
+* ``grade SUBMISSION_OR_FOLDER ...`` - grade submissions in sandboxed processes,
+  in parallel, into a CSV and one feedback file per student.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ RUNTIMES = [
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+SOLUTION_DIR = REPO_ROOT / "solutions"
+EXERCISE_DIR = REPO_ROOT / "exercises"
 
 
 def _cpu_name() -> str:
@@ -140,6 +145,63 @@ def run_notebooks(paths: Sequence[str], output_dir: str | None, inplace: bool, t
     return 1 if failed else 0
 
 
+def release_command(check: bool) -> int:
+    """Generate exercises/ from solutions/ (or only check that it is up to date)."""
+    from course_lib.grading.release import release
+
+    problems = release(SOLUTION_DIR, EXERCISE_DIR, check_only=check)
+    if check:
+        if problems:
+            print("exercises/ is out of date:\n  " + "\n  ".join(problems) + "\nRun `make exercises`.", file=sys.stderr)
+            return 1
+        print("exercises/ is up to date with solutions/")
+        return 0
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"wrote {len(list(SOLUTION_DIR.glob('*.ipynb')))} exercise notebook(s) into {EXERCISE_DIR}")
+    return 0
+
+
+def grade_command(paths: Sequence[str], source: str | None, out: str, jobs: int, timeout: float, memory_mb: int) -> int:
+    """Grade submissions; print a summary table; return 0 when everything was graded (whatever the scores)."""
+    from course_lib.grading import grader
+    from course_lib.grading.sandbox import Limits, running_as_root
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    submissions = grader.find_submissions(Path(p) for p in paths)
+    if not submissions:
+        print("error: no .ipynb submissions found in the given paths", file=sys.stderr)
+        return 2
+    if source is None:
+        sources = {grader.default_source_for(path, SOLUTION_DIR) for _, path in submissions}
+        if len(sources) != 1:
+            print("error: the submissions belong to several assignments; grade one at a time or pass --source",
+                  file=sys.stderr)
+            return 2
+        source_path = sources.pop()
+    else:
+        source_path = Path(source)
+        if not source_path.is_file():
+            print(f"error: source notebook not found: {source_path}", file=sys.stderr)
+            return 2
+    if not running_as_root():
+        print("note: not running as root, so submissions run as your own user (limits and a timeout apply, "
+              "but no separate uid or hidden folders). Grade as root, e.g. in a container, for full isolation.",
+              file=sys.stderr)
+    limits = Limits(timeout_s=timeout, memory_bytes=memory_mb << 20)
+    out_dir = Path(out)
+    results = grader.grade_batch(submissions, source_path, out_dir, jobs=jobs, limits=limits)
+    print(f"\n{'student':24} {'score':>12}  status")
+    for r in results:
+        print(f"{r.student:24} {r.score:>6g} / {r.max_score:<4g}  {r.status}{': ' + r.reason if r.reason else ''}")
+    print(f"\n{len(results)} graded against {source_path.name}; CSV: {out_dir / 'grades.csv'}; "
+          f"feedback: {out_dir / 'feedback'}/")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description="Lightweight DL course tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,11 +215,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--inplace", action="store_true", help="overwrite the notebooks with their new outputs")
     p_run.add_argument("--timeout", type=int, default=600, help="seconds one cell may take (default 600)")
 
+    p_rel = sub.add_parser("release", help="generate exercises/ from solutions/")
+    p_rel.add_argument("--check", action="store_true", help="only check that exercises/ is up to date")
+
+    p_grade = sub.add_parser("grade", help="grade submissions (files or folders) in sandboxed processes")
+    p_grade.add_argument("paths", nargs="+", help="submission notebooks, or folders of them (student/NN.ipynb or student.ipynb)")
+    p_grade.add_argument("--source", help="the source notebook (default: solutions/<same file name>)")
+    p_grade.add_argument("--out", default="grades", help="output folder for grades.csv and feedback/ (default: grades)")
+    p_grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    p_grade.add_argument("--timeout", type=float, default=120.0, help="seconds per submission (default 120)")
+    p_grade.add_argument("--memory-mb", type=int, default=3072, help="memory per submission in MB (default 3072)")
+
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor(check_imports=not args.quick)
     if args.command == "run":
         return run_notebooks(args.notebooks, args.output_dir, args.inplace, args.timeout)
+    if args.command == "release":
+        return release_command(args.check)
+    if args.command == "grade":
+        if args.jobs < 1 or args.timeout <= 0 or args.memory_mb < 256:
+            parser.error("--jobs must be ≥ 1, --timeout > 0 and --memory-mb ≥ 256")
+        try:
+            return grade_command(args.paths, args.source, args.out, args.jobs, args.timeout, args.memory_mb)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -1,0 +1,289 @@
+"""Start the student's process confined, talk to it, and leave nothing behind.
+
+One :class:`StudentProcess` per submission: a scratch directory holding only
+a copy of the submission, a scrubbed environment, resource limits, a process
+group (so a timeout kills everything it started), and - when the grader runs
+as root - a uid of its own and a private mount namespace (see
+:mod:`course_lib.grading.jail`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from course_lib.grading.protocol import MAX_MESSAGE_BYTES
+
+#: First uid handed to sandboxed submissions when grading as root (one uid per concurrent job).
+BASE_UID = 64000
+
+
+@dataclass
+class Limits:
+    """What one submission may use. ``timeout_s`` is wall-clock for the whole submission, tests included."""
+
+    timeout_s: float = 120.0
+    memory_bytes: int = 3 << 30
+    processes: int = 128
+    file_bytes: int = 64 << 20
+    output_bytes: int = 64 << 10
+
+    @property
+    def cpu_seconds(self) -> int:
+        return int(self.timeout_s * 2) + 10
+
+
+class StudentGone(Exception):
+    """The student's process ended or stopped answering; the message says how."""
+
+
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _processes_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as fh:
+                for line in fh:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid:
+                            pids.append(int(entry))
+                        break
+        except OSError:
+            continue
+    return pids
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of ``uid`` until none is left (a fork bomb keeps spawning for a moment)."""
+    for _ in range(50):
+        pids = _processes_of(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
+class StudentProcess:
+    """The sandboxed process that runs one submission and answers the grader's requests."""
+
+    def __init__(
+        self,
+        submission: Path,
+        skip_ids: list[str],
+        limits: Limits,
+        hide: list[Path],
+        uid: int | None,
+        work_root: Path | None = None,
+    ) -> None:
+        self.submission = Path(submission)
+        self.skip_ids = skip_ids
+        self.limits = limits
+        self.hide = [str(Path(h).resolve()) for h in hide]
+        # As root the submission always gets a uid of its own (never root itself).
+        self.uid = (uid if uid is not None else BASE_UID) if running_as_root() else None
+        self.work_root = Path(work_root or tempfile.gettempdir())
+        self.deadline = time.monotonic() + limits.timeout_s
+        self.output = bytearray()
+        self.current_cell: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+        self._next_id = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.run_dir = Path(tempfile.mkdtemp(prefix="course_lib_grade_", dir=self.work_root))
+        os.chmod(self.run_dir, 0o711)
+        self.scratch = self.run_dir / "scratch"
+        self.scratch.mkdir(mode=0o700)
+        shutil.copyfile(self.submission, self.scratch / "submission.ipynb")
+        if self.uid is not None:
+            for path in (self.scratch, self.scratch / "submission.ipynb"):
+                os.chown(path, self.uid, self.uid)
+
+        request_r, self._request_w = os.pipe()
+        self._response_r, response_w = os.pipe()
+        private_tmp = self.uid is not None  # the jail mounts a private /tmp only when root
+        home = "/tmp" if private_tmp else str(self.scratch)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": home,
+            "TMPDIR": home,
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            "OMP_NUM_THREADS": "1",
+            "TF_USE_LEGACY_KERAS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        # Some CPUs here need these for OpenBLAS to compute correctly (see the machine notes).
+        env.update({k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")})
+        processes = self.limits.processes
+        if self.uid is None:
+            # Without a uid of its own the process limit counts all of this user's processes.
+            processes += len(_processes_of(os.getuid()))
+        import course_lib
+
+        needed = sorted({os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
+                         str(Path(course_lib.__file__).resolve().parent)})
+        config = {
+            "scratch": str(self.scratch),
+            "needed": needed,
+            "hide": self.hide,
+            "uid": self.uid,
+            "env": env,
+            "memory_bytes": self.limits.memory_bytes,
+            "cpu_seconds": self.limits.cpu_seconds,
+            "processes": processes,
+            "file_bytes": self.limits.file_bytes,
+            "tmp_size": "256m",
+        }
+        child = [sys.executable, "-I", "-m", "course_lib.grading.child", "submission.ipynb",
+                 str(request_r), str(response_w), json.dumps(self.skip_ids)]
+        jail = [sys.executable, "-I", "-m", "course_lib.grading.jail", json.dumps(config), "--", *child]
+        self.process = subprocess.Popen(
+            jail,
+            cwd=self.scratch,
+            env={"PATH": env["PATH"], "LANG": "C.UTF-8", **{k: v for k, v in env.items() if k.startswith("OPENBLAS_")}},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(request_r, response_w),
+            start_new_session=True,  # its own process group: a timeout kills all it started
+        )
+        os.close(request_r)
+        os.close(response_w)
+        self._drain = threading.Thread(target=self._drain_output, daemon=True)
+        self._drain.start()
+
+    def _drain_output(self) -> None:
+        """Keep the first ``output_bytes`` of the process's output, discard the rest (no pipe stalls)."""
+        assert self.process is not None and self.process.stdout is not None
+        for chunk in iter(lambda: self.process.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            room = self.limits.output_bytes - len(self.output)
+            if room > 0:
+                self.output += chunk[:room]
+
+    def close(self) -> None:
+        """End the process and everything it started; delete the scratch directory."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if self.uid is not None:
+                _kill_uid(self.uid)  # processes that left the group (setsid) too
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            self._drain.join(timeout=5)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+        for fd in (getattr(self, "_request_w", None), getattr(self, "_response_r", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if hasattr(self, "run_dir"):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # --- messages ----------------------------------------------------------------------------
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def receive(self) -> dict[str, Any]:
+        """The next message from the student's process, or :class:`StudentGone` (timeout, exit, garbage)."""
+        while b"\n" not in self._buffer:
+            remaining = self.remaining()
+            if remaining <= 0:
+                where = f" while running code cell {self.current_cell}" if self.current_cell is not None else ""
+                raise StudentGone(f"timed out after {self.limits.timeout_s:.0f} s{where}")
+            ready, _, _ = select.select([self._response_r], [], [], min(remaining, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(self._response_r, 1 << 20)
+            if not chunk:
+                raise StudentGone(self._exit_reason())
+            self._buffer += chunk
+            if len(self._buffer) > MAX_MESSAGE_BYTES:
+                raise StudentGone("the notebook's process sent an answer larger than the grader accepts")
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise StudentGone("the notebook's process sent malformed data") from None
+        if not isinstance(message, dict):
+            raise StudentGone("the notebook's process sent malformed data")
+        return message
+
+    def _exit_reason(self) -> str:
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        where = f" while running code cell {self.current_cell}" if self.current_cell is not None else ""
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            why = {"SIGKILL": " (killed: memory or CPU limit?)", "SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)"}
+            return f"the notebook's process was killed by {name}{why.get(name, '')}{where}"
+        return f"the notebook's process exited (code {code}){where}"
+
+    def wait_ready(self) -> list[dict[str, Any]]:
+        """Let the notebook run; return the cells that raised. :class:`StudentGone` if it never gets there."""
+        while True:
+            message = self.receive()
+            op = message.get("op")
+            if op == "cell":
+                self.current_cell = message.get("index")
+            elif op == "ready":
+                self.current_cell = None
+                errors = message.get("cell_errors", [])
+                return errors if isinstance(errors, list) else []
+            elif op == "fatal":
+                raise StudentGone(str(message.get("error", "the notebook could not be run")))
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and wait for its answer (answers carry the request's id)."""
+        self._next_id += 1
+        message = dict(message, id=self._next_id)
+        data = (json.dumps(message) + "\n").encode()
+        try:
+            view = memoryview(data)
+            while view:
+                _, writable, _ = select.select([], [self._request_w], [], max(0.0, self.remaining()))
+                if not writable:
+                    raise StudentGone(f"timed out after {self.limits.timeout_s:.0f} s")
+                written = os.write(self._request_w, view[:65536])
+                view = view[written:]
+        except OSError:  # broken pipe: the process is gone
+            raise StudentGone(self._exit_reason()) from None
+        while True:
+            answer = self.receive()
+            if answer.get("id") == self._next_id:
+                return answer

@@ -34,6 +34,18 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
+def _park() -> None:
+    """A forked copy of this process (a fork bomb) stops here, silent, until the grader kills it.
+
+    Exiting instead would free its process slot and let the bomb go on forking; parked copies
+    keep the process limit reached, so the bomb fails fast and the notebook goes on.
+    """
+    import signal
+
+    while True:
+        signal.pause()
+
+
 def main(argv: list[str]) -> None:
     notebook_path, request_fd, response_fd, skip_json = argv
     requests = os.fdopen(int(request_fd), "r", encoding="utf-8")
@@ -52,6 +64,7 @@ def main(argv: list[str]) -> None:
         _send(responses, {"op": "fatal", "error": f"the notebook could not be read: {_error_text(exc)}"})
         return
 
+    main_pid = os.getpid()  # a forked copy of this process (fork bomb) must not speak for it
     shell = InteractiveShell.instance()
     namespace = shell.user_ns
     cell_errors: list[dict[str, Any]] = []
@@ -62,6 +75,8 @@ def main(argv: list[str]) -> None:
             continue
         _send(responses, {"op": "cell", "index": index, "grade_id": grade_id})
         result = shell.run_cell(cell.get("source", ""), store_history=True, silent=False)
+        if os.getpid() != main_pid:
+            _park()
         error = result.error_before_exec or result.error_in_exec
         if error is not None:
             cell_errors.append({"index": index, "grade_id": grade_id, "error": _error_text(error)})
@@ -78,6 +93,8 @@ def main(argv: list[str]) -> None:
         return namespace[name]
 
     for line in requests:
+        if os.getpid() != main_pid:
+            _park()
         request: dict[str, Any] = {}
         try:
             request = json.loads(line)

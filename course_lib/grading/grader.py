@@ -335,30 +335,38 @@ def grade_submission(
     process = StudentProcess(submission, [t.grade_id for t in tests], limits, list(hide), uid)
     try:
         process.start()
-        try:
-            cell_errors = process.wait_ready()
-        except StudentGone as exc:
-            return failed(str(exc), output=_tail(process))
-        session = Session(process)
-        namespace: dict[str, Any] = {"__name__": "__grader__"}
-        cells: list[CellGrade] = []
-        gone: str | None = None
-        for test in tests:
-            if gone is not None:
-                cells.extend(_zero_cells([test], f"not run: {gone}"))
-                continue
-            try:
-                cells.append(run_test_cell(test, session, namespace))
-            except StudentGone as exc:
-                gone = str(exc)
-                cells.extend(_zero_cells([test], gone))
-        score = round(sum(c.earned for c in cells), 2)
-        if gone is not None:
-            return failed(gone, cells, cell_errors=cell_errors, output=_tail(process))
-        return GradeResult(student, str(submission), source.stem, score, max_score, "graded", "", cells,
-                           cell_errors, time.monotonic() - start, _tail(process))
+        result = _run_tests(process, tests, failed)
     finally:
-        process.close()
+        process.close()  # also joins the thread that collects the process's output
+    result.output = _tail(process)
+    result.seconds = time.monotonic() - start
+    result.student, result.submission, result.assignment = student, str(submission), source.stem
+    return result
+
+
+def _run_tests(process: StudentProcess, tests: list[TestCell], failed: Callable[..., GradeResult]) -> GradeResult:
+    """Wait for the notebook to run, then run every test cell against it."""
+    try:
+        cell_errors = process.wait_ready()
+    except StudentGone as exc:
+        return failed(str(exc))
+    session = Session(process)
+    namespace: dict[str, Any] = {"__name__": "__grader__"}
+    cells: list[CellGrade] = []
+    gone: str | None = None
+    for test in tests:
+        if gone is not None:
+            cells.extend(_zero_cells([test], f"not run: {gone}"))
+            continue
+        try:
+            cells.append(run_test_cell(test, session, namespace))
+        except StudentGone as exc:
+            gone = str(exc)
+            cells.extend(_zero_cells([test], gone))
+    if gone is not None:
+        return failed(gone, cells, cell_errors=cell_errors)
+    score = round(sum(c.earned for c in cells), 2)
+    return GradeResult("", "", "", score, sum(t.points for t in tests), "graded", "", cells, cell_errors)
 
 
 def _tail(process: StudentProcess) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -60,6 +61,8 @@ def _processes_of(uid: int) -> list[int]:
         try:
             with open(f"/proc/{entry}/status") as fh:
                 for line in fh:
+                    if line.startswith("State:") and line.split()[1] == "Z":
+                        break  # a zombie is already dead; only its parent's wait() removes it
                     if line.startswith("Uid:"):
                         if int(line.split()[1]) == uid:
                             pids.append(int(entry))
@@ -107,7 +110,7 @@ class StudentProcess:
         self.current_cell: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._buffer = b""
-        self._next_id = 0
+        self._next_id = ""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -160,7 +163,8 @@ class StudentProcess:
             "file_bytes": self.limits.file_bytes,
             "tmp_size": "256m",
         }
-        child = [sys.executable, "-I", "-m", "course_lib.grading.child", "submission.ipynb",
+        # -I ignores PYTHON* variables, so unbuffered output (-u) and no .pyc writes (-B) are flags.
+        child = [sys.executable, "-I", "-u", "-B", "-m", "course_lib.grading.child", "submission.ipynb",
                  str(request_r), str(response_w), json.dumps(self.skip_ids)]
         jail = [sys.executable, "-I", "-m", "course_lib.grading.jail", json.dumps(config), "--", *child]
         self.process = subprocess.Popen(
@@ -270,7 +274,8 @@ class StudentProcess:
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its answer (answers carry the request's id)."""
-        self._next_id += 1
+        # An id nobody can guess: answers written ahead of time by the student's code cannot match it.
+        self._next_id = secrets.token_hex(8)
         message = dict(message, id=self._next_id)
         data = (json.dumps(message) + "\n").encode()
         try:

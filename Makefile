@@ -11,13 +11,15 @@ JOBS   ?= 2
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup course course-headless test test-lib test-notebooks doctor clean-venv
+.PHONY: help setup course course-headless test doctor exercises grade bench-grading clean-venv
 
 help:
 	@echo "make course           set up .venv and open the lectures in JupyterLab"
 	@echo "make test             set up .venv and run all tests"
 	@echo "make course-headless  run every lecture notebook without a browser; print a summary"
 	@echo "make doctor           versions, CPU, threads, and which runtimes import"
+	@echo "make exercises        regenerate exercises/ from solutions/"
+	@echo "make grade SUBMISSIONS=folder [JOBS=2]   grade a folder of submissions into grades/"
 	@echo "make setup            only create .venv and install (done by the targets above)"
 
 # Re-installs only when the pins or the package's declaration change.
@@ -46,3 +48,16 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Instructors: regenerate the student notebooks after editing solutions/.
+exercises: $(STAMP)
+	$(BIN)/python -m course_lib release
+
+# Instructors: grade a folder of submissions (student/NN_name.ipynb or student.ipynb) into grades/.
+SUBMISSIONS ?= submissions
+grade: $(STAMP)
+	$(BIN)/python -m course_lib grade $(SUBMISSIONS) --jobs $(JOBS) --out grades
+
+# Prints how grading time scales with the batch size and --jobs (a benchmark, not a test).
+bench-grading: $(STAMP)
+	$(BIN)/python benchmarks/grading_batch.py

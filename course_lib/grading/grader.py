@@ -473,7 +473,9 @@ def grade_batch(
     tests = load_tests(source)  # once, and a broken source fails before any student runs
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "feedback").mkdir(exist_ok=True)
-    hide = _paths_to_hide([source.parent, out_dir, *(p.parent for _, p in submissions), *extra_hide])
+    # A submission's folder and the folder above it (submissions/<student>/NN.ipynb): no student reads another's.
+    folders = [q for _, p in submissions for q in (p.parent, p.parent.parent)]
+    hide = _paths_to_hide([source.parent, out_dir, *folders, *extra_hide])
     uids: Queue[int] = Queue()
     for slot in range(jobs):
         uids.put(BASE_UID + slot)

@@ -9,6 +9,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 PYTEST_ARGS ?=
+# JupyterLab refuses to start as root (containers, some cloud VMs) unless told it may.
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup course course-headless test doctor exercises grade bench-grading clean-venv
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 course: $(STAMP)
-	$(BIN)/python -m jupyter lab notebooks/
+	$(BIN)/python -m jupyter lab $(LAB_FLAGS) notebooks/
 
 course-headless: $(STAMP)
 	$(BIN)/python -m course_lib run

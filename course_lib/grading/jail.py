@@ -87,9 +87,21 @@ def isolate_filesystem(hide: list[str], tmp_size: str, needed: list[str]) -> Non
     # Do not propagate anything we mount back to the grader's namespace.
     _mount(libc, b"none", "/", None, MS_REC | MS_PRIVATE, None)
     expose(libc, needed)
+    # The course may itself live under /tmp (a fresh clone in CI, say): keep hold of what the
+    # student's process needs there before the private tmpfs covers it, then put it back.
+    keep: list[tuple[str, int]] = []
+    for path in needed:
+        real = os.path.realpath(path)
+        folder = real if os.path.isdir(real) else os.path.dirname(real)
+        if any(folder == tmp or folder.startswith(tmp + "/") for tmp in PRIVATE_TMP):
+            keep.append((folder, os.open(folder, os.O_PATH | os.O_DIRECTORY)))
     for path in PRIVATE_TMP:
         if os.path.isdir(path):
             _mount(libc, b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777".encode())
+    for folder, fd in keep:
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        _mount(libc, f"/proc/self/fd/{fd}".encode(), folder, None, MS_BIND | MS_REC, None)
+        os.close(fd)
     for path in hide:
         if os.path.isdir(path):
             _mount(libc, b"tmpfs", path, b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k,mode=0555")

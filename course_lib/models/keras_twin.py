@@ -76,3 +76,50 @@ def copy_weights_from_torch(torch_model: SmallCNN, keras_model: Any) -> Any:
             )
         layer.set_weights(weights)
     return keras_model
+
+
+def tiny_net_keras(
+    block: str = "separable", width: float = 1.0, image_size: int = 8, in_channels: int = 1, num_classes: int = 10,
+    seed: int | None = 0,
+) -> Any:
+    """Keras twin of :class:`course_lib.models.blocks.TinyNet`: same blocks, same trainable parameter count.
+
+    (Keras also counts BatchNorm's moving mean and variance as non-trainable
+    parameters; PyTorch keeps them as buffers. Compare trainable counts.)
+    """
+    from course_lib.models.blocks import BLOCKS, make_divisible
+
+    tf = import_tensorflow()
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+    if seed is not None:
+        tf.keras.utils.set_random_seed(seed)
+    L = tf.keras.layers
+
+    def bn_act(x: Any, relu6: bool = False, act: bool = True) -> Any:
+        x = L.BatchNormalization(epsilon=1e-5, momentum=0.9)(x)
+        return L.ReLU(max_value=6.0 if relu6 else None)(x) if act else x
+
+    def standard(x: Any, c_out: int, stride: int) -> Any:
+        return bn_act(L.Conv2D(c_out, 3, stride, padding="same", use_bias=False)(x))
+
+    def separable(x: Any, c_out: int, stride: int) -> Any:
+        x = bn_act(L.DepthwiseConv2D(3, stride, padding="same", use_bias=False)(x))
+        return bn_act(L.Conv2D(c_out, 1, use_bias=False)(x))
+
+    def inverted(x: Any, c_out: int, stride: int, expansion: int = 4) -> Any:
+        c_in = x.shape[-1]
+        y = bn_act(L.Conv2D(c_in * expansion, 1, use_bias=False)(x), relu6=True)
+        y = bn_act(L.DepthwiseConv2D(3, stride, padding="same", use_bias=False)(y), relu6=True)
+        y = bn_act(L.Conv2D(c_out, 1, use_bias=False)(y), act=False)
+        return L.Add()([x, y]) if stride == 1 and c_in == c_out else y
+
+    make = {"standard": standard, "separable": separable, "inverted": inverted}[block]
+    c0, c1, c2 = (make_divisible(c * width) for c in (16, 32, 64))
+    inputs = tf.keras.Input(shape=(image_size, image_size, in_channels))
+    x = standard(inputs, c0, 1)
+    x = make(make(x, c1, 2), c1, 1)
+    x = make(make(x, c2, 2), c2, 1)
+    x = L.GlobalAveragePooling2D()(x)
+    outputs = L.Dense(num_classes)(x)
+    return tf.keras.Model(inputs, outputs, name=f"tiny_net_{block}_{width:g}")

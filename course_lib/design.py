@@ -1,0 +1,95 @@
+"""Choosing a model under a budget (lecture 01): measure candidates, find the Pareto front, pick.
+
+A *candidate* is a model and the data resolution it runs at. :func:`measure_candidate`
+trains it briefly on the same data as every other candidate and measures it the same
+way, into a :class:`~course_lib.report.Record`. :func:`pareto_front` keeps the candidates
+that no other candidate beats on both cost and accuracy; :func:`best_under_budget` picks
+the most accurate candidate whose costs all stay within a budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from course_lib import data, measure, train
+from course_lib.report import Record
+
+COSTS = ("macs", "params", "bytes", "latency_ms")
+
+
+def measure_candidate(
+    name: str, model: nn.Module, split: data.Split, epochs: int = 10, seed: int = 0, latency_repeats: int = 100,
+) -> Record:
+    """Train ``model`` on ``split`` and measure params, MACs, bytes, latency (1 thread, batch 1) and top-1."""
+    loaders = data.torch_loaders(split, batch_size=64, seed=seed)
+    history = train.fit(model, loaders["train"], loaders["val"], epochs=epochs, seed=seed, progress=False)
+    one = torch.from_numpy(split.x_test[:1])
+    latency = measure.measure_latency(model, one, warmup=20, repeats=latency_repeats, threads=1)
+    size = measure.state_dict_size(model)
+    top1 = train.evaluate(model, loaders["test"])["top1"]
+    return Record(
+        name=name, framework="pytorch", format="state_dict", bytes=size.bytes, gzip_bytes=size.gzip_bytes,
+        params=measure.count_parameters(model), macs=measure.count_macs(model, one),
+        latency_ms=latency.median_ms, latency_p90_ms=latency.p90_ms, threads=1, batch_size=1, top1=top1,
+        notes=f"{history.epochs} epochs, input {tuple(split.input_shape)}",
+    )
+
+
+def _value(record: Record, field: str) -> float:
+    value = getattr(record, field, None)
+    if value is None:
+        raise ValueError(f"record {record.name!r} has no {field}; measure it first")
+    return float(value)
+
+
+def pareto_front(records: Iterable[Record], cost: str = "macs", metric: str = "top1") -> list[Record]:
+    """Records not dominated by another (one with cost ≤ and metric ≥, one of them strictly), by rising cost."""
+    if cost not in COSTS:
+        raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
+    items = sorted(records, key=lambda r: (_value(r, cost), -_value(r, metric)))
+    front, best = [], float("-inf")
+    for record in items:
+        if _value(record, metric) > best:
+            front.append(record)
+            best = _value(record, metric)
+    return front
+
+
+def best_under_budget(records: Iterable[Record], metric: str = "top1", **budget: float) -> Record:
+    """The record with the highest ``metric`` among those within every budget, e.g. ``macs=2e5, bytes=50_000``.
+
+    Ties go to the cheaper model (by the first budgeted cost).
+    """
+    unknown = set(budget) - set(COSTS)
+    if unknown or not budget:
+        raise ValueError(f"give at least one budget among {COSTS}; got {sorted(budget)}")
+    within = [r for r in records if all(_value(r, k) <= v for k, v in budget.items())]
+    if not within:
+        raise ValueError(f"no candidate fits the budget {budget}")
+    first = next(iter(budget))
+    return max(within, key=lambda r: (_value(r, metric), -_value(r, first)))
+
+
+def plot_tradeoff(records: list[Record], cost: str = "macs", metric: str = "top1", budget: float | None = None,
+                  ax: Any = None) -> Any:
+    """Scatter of metric against cost (log scale), the Pareto front as a line, the budget as a vertical line."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    ax.scatter([_value(r, cost) for r in records], [_value(r, metric) for r in records], color="tab:gray")
+    for r in records:
+        ax.annotate(r.name, (_value(r, cost), _value(r, metric)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = pareto_front(records, cost, metric)
+    ax.plot([_value(r, cost) for r in front], [_value(r, metric) for r in front], color="tab:blue", marker="o",
+            label="Pareto front")
+    if budget is not None:
+        ax.axvline(budget, color="tab:red", linestyle="--", label=f"budget {budget:,.0f}")
+    ax.set_xscale("log")
+    ax.set_xlabel(cost)
+    ax.set_ylabel(metric)
+    ax.legend(loc="lower right")
+    return ax

@@ -21,11 +21,12 @@ COSTS = ("macs", "params", "bytes", "latency_ms")
 
 
 def measure_candidate(
-    name: str, model: nn.Module, split: data.Split, epochs: int = 10, seed: int = 0, latency_repeats: int = 100,
+    name: str, model: nn.Module, split: data.Split, epochs: int = 20, lr: float = 3e-3, seed: int = 0,
+    latency_repeats: int = 100,
 ) -> Record:
     """Train ``model`` on ``split`` and measure params, MACs, bytes, latency (1 thread, batch 1) and top-1."""
     loaders = data.torch_loaders(split, batch_size=64, seed=seed)
-    history = train.fit(model, loaders["train"], loaders["val"], epochs=epochs, seed=seed, progress=False)
+    history = train.fit(model, loaders["train"], loaders["val"], epochs=epochs, lr=lr, seed=seed, progress=False)
     one = torch.from_numpy(split.x_test[:1])
     latency = measure.measure_latency(model, one, warmup=20, repeats=latency_repeats, threads=1)
     size = measure.state_dict_size(model)

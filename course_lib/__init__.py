@@ -25,6 +25,35 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # 2 = hide TensorFlow's INFO and WARNING lines from its C++ core.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _preload_triton() -> None:
+    """Load Triton's native library before TensorFlow can be loaded.
+
+    Measured here (torch 2.14.1, TF 2.21.0): once TensorFlow is loaded,
+    importing Triton segfaults (both bundle LLVM), and PyTorch imports Triton
+    lazily on the first optimizer step — so training a PyTorch model after
+    ``import tensorflow`` killed the process. Loading Triton first avoids the
+    clash; it costs about 0.1 s. Without Triton (e.g. a CPU-only torch
+    build) there is nothing to clash with.
+    """
+    if "triton" in sys.modules:
+        return
+    if "tensorflow" in sys.modules:
+        warnings.warn(
+            "TensorFlow was imported before course_lib: a PyTorch optimizer step may now crash the process "
+            "(Triton and TensorFlow clash). Restart and import course_lib first.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        pass
+
+
+_preload_triton()
+
 __version__ = "0.1.0"
 
 _STATE: dict[str, Any] = {"seed": None, "threads": None}
@@ -114,11 +143,33 @@ def import_tensorflow() -> Any:
     """
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     first_import = "tensorflow" not in sys.modules
+    if first_import:
+        # absl logs a few lines (CUDA probing, CPU flags) straight to file
+        # descriptor 2 before TF_CPP_MIN_LOG_LEVEL applies; they would land in
+        # every notebook's output. Silence fd 2 while TF loads and probes devices.
+        with _stderr_silenced():
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        _configure_tensorflow(tf)
     import tensorflow as tf
 
-    if first_import:
-        _configure_tensorflow(tf)
     return tf
+
+
+class _stderr_silenced:
+    """Point file descriptor 2 at /dev/null for the duration of a ``with`` block."""
+
+    def __enter__(self) -> None:
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *exc: Any) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
 
 
 __all__ = ["setup", "import_tensorflow", "__version__"]

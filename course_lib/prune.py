@@ -327,18 +327,17 @@ def keras_prune(
     tf = import_tensorflow()
     sparsity = tfmot.sparsity.keras
     schedule = keras_pruning_schedule(target, end_step, begin_step=begin_step, frequency=frequency)
+    names = {layer.name for layer in model.layers}
+    unknown = sorted(set(layers or ()) - names)
+    if unknown:
+        raise KeyError(f"no layers named {unknown}; the model has {sorted(names)}")
     try:
-        if layers is None:
-            return sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
-        names = {layer.name for layer in model.layers}
-        unknown = sorted(set(layers) - names)
-        if unknown:
-            raise KeyError(f"no layers named {unknown}; the model has {sorted(names)}")
-
-        # Work on a copy so the caller's model keeps its dense weights; the copy's
-        # layers (weights included) are reused by the second clone below.
+        # prune_low_magnitude reuses the layer objects it wraps, so training the
+        # pruned model would also prune the caller's model: wrap a copy instead.
         base = tf.keras.models.clone_model(model)
         base.set_weights(model.get_weights())
+        if layers is None:
+            return sparsity.prune_low_magnitude(base, pruning_schedule=schedule)
 
         def wrap(layer: Any) -> Any:
             return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule) if layer.name in layers else layer

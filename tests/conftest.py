@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import course_lib  # noqa: F401  (first: loads Triton before any test imports TensorFlow)
 import pytest
 import torch
 

@@ -126,6 +126,11 @@ def test_keras_pruning_schedule_prunes_to_the_target(digits):
     assert report.loc["fc1", "sparsity"] == pytest.approx(0.7, abs=0.01)
     assert report.loc["conv1", "sparsity"] == 0.0
     assert (np.asarray(model.get_layer("fc1").kernel.numpy()) != 0).all()  # the original stays dense
+    everything = prune.keras_prune(model, 0.7, end_step=8)
+    everything.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    everything.fit(x, y, epochs=3, batch_size=64, verbose=0, callbacks=prune.keras_pruning_callbacks())
+    assert prune.keras_sparsity_report(prune.keras_strip(everything)).iloc[-1]["sparsity"] == pytest.approx(0.7, abs=0.01)
+    assert (np.asarray(model.get_layer("fc1").kernel.numpy()) != 0).all()
     with pytest.raises(KeyError, match="no layers named"):
         prune.keras_prune(model, 0.5, end_step=8, layers=["fc9"])
     with pytest.raises(ValueError, match="end_step"):

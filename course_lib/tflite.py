@@ -1,0 +1,136 @@
+"""TFLite / LiteRT: convert a Keras model to ``.tflite`` and run it with the LiteRT interpreter.
+
+Conversion still lives in TensorFlow (``tf.lite.TFLiteConverter``); running
+uses ``ai_edge_litert.interpreter.Interpreter``, the maintained successor of
+``tf.lite.Interpreter`` (which warns that it is deprecated).
+
+Precisions (``mode``), as in TensorFlow's post-training quantization guide:
+
+* ``"fp32"``: no optimization.
+* ``"dynamic"``: weights stored as int8, activations in float (dynamic range).
+* ``"float16"``: weights stored as float16.
+* ``"int8"``: full integer — weights *and* activations int8, calibrated on a
+  representative dataset; inputs and outputs int8 too (for integer-only chips).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+MODES = ("fp32", "dynamic", "float16", "int8")
+
+
+def convert_keras(
+    model: Any,
+    mode: str = "fp32",
+    representative: np.ndarray | None = None,
+    path: str | Path | None = None,
+    calibration_samples: int = 200,
+) -> bytes:
+    """Convert a Keras model to a ``.tflite`` flatbuffer (and write it to ``path`` if given).
+
+    Args:
+        model: a tf_keras model (a stripped pruned model or a tfmot QAT model works too).
+        mode: one of ``"fp32"``, ``"dynamic"``, ``"float16"``, ``"int8"``.
+        representative: ``N × H × W × C`` inputs for ``"int8"`` calibration;
+            the first ``calibration_samples`` are fed one at a time.
+    """
+    from course_lib import import_tensorflow
+
+    tf = import_tensorflow()
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        if representative is None or len(representative) == 0:
+            raise ValueError("mode='int8' needs representative inputs (e.g. a few hundred training images) to calibrate")
+        samples = np.asarray(representative[:calibration_samples], dtype=np.float32)
+
+        def dataset() -> Iterable[list[np.ndarray]]:
+            for sample in samples:
+                yield [sample[None]]
+
+        converter.representative_dataset = dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    flatbuffer = converter.convert()
+    if path is not None:
+        Path(path).write_bytes(flatbuffer)
+    return flatbuffer
+
+
+class LiteRTModel:
+    """A ``.tflite`` model loaded in the LiteRT interpreter, callable on float NumPy batches.
+
+    Quantized (int8) inputs and outputs are handled for you: inputs are
+    quantized with the input tensor's scale / zero point and outputs
+    dequantized, so every precision is called and compared the same way.
+    """
+
+    def __init__(self, model: str | Path | bytes, threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        from course_lib import _stderr_silenced
+
+        if isinstance(model, (str, Path)):
+            if not Path(model).is_file():
+                raise FileNotFoundError(f"no .tflite file at {model}: convert one with course_lib.tflite.convert_keras")
+            source: dict[str, Any] = {"model_path": str(model)}
+        else:
+            source = {"model_content": bytes(model)}
+        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2 on every load.
+        with _stderr_silenced():
+            self.interpreter = Interpreter(num_threads=threads, **source)
+            self.interpreter.allocate_tensors()
+        self.threads = threads
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self._batch: int | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.input["shape"])
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            shape = (batch, *self.input_shape[1:])
+            self.interpreter.resize_tensor_input(self.input["index"], shape)
+            from course_lib import _stderr_silenced
+
+            with _stderr_silenced():
+                self.interpreter.allocate_tensors()
+            self._batch = batch
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Logits (float32) for a float batch ``N × H × W × C``."""
+        x = np.asarray(x, dtype=np.float32)
+        expected = self.input_shape[1:]
+        if x.ndim != len(self.input_shape) or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"this .tflite model expects input N × {' × '.join(map(str, expected))} (NHWC), got {tuple(x.shape)}; "
+                "Keras/TFLite models take channels last: use Split.nhwc(...) or x.transpose(0, 2, 3, 1)"
+            )
+        self._resize(len(x))
+        if self.input["dtype"] != np.float32:
+            scale, zero_point = self.input["quantization"]
+            info = np.iinfo(self.input["dtype"])
+            x = np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(self.input["dtype"])
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"])
+        if self.output["dtype"] != np.float32:
+            scale, zero_point = self.output["quantization"]
+            out = (out.astype(np.float32) - zero_point) * scale
+        return out.astype(np.float32)
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Logits for a whole array, in batches."""
+        return np.concatenate([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

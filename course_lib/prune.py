@@ -367,6 +367,29 @@ def keras_strip(model: Any) -> Any:
     return tfmot.sparsity.keras.strip_pruning(model)
 
 
+def keras_has_pruning_wrappers(model: Any) -> bool:
+    """True while some layer is still a tfmot ``PruneLowMagnitude`` wrapper (call :func:`keras_strip`)."""
+    return any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers)
+
+
+def keras_sparsity(model: Any, layers: Sequence[str] | None = None) -> float:
+    """Fraction of zero kernel entries over the named layers (default: all Conv/Dense kernels)."""
+    table = keras_sparsity_report(model)
+    rows = table[table["layer"] != "total"]
+    if layers is not None:
+        missing = sorted(set(layers) - set(rows["layer"]))
+        if missing:
+            raise KeyError(f"no kernels in layers {missing}; layers with kernels: {list(rows['layer'])}")
+        rows = rows[rows["layer"].isin(list(layers))]
+    return float(rows["zeros"].sum() / rows["params"].sum())
+
+
+def keras_predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs of a Keras model as a NumPy array (``model(x)`` in batches, without ``predict``'s per-call overhead)."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.concatenate([np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)])
+
+
 def keras_sparsity_report(model: Any) -> Any:
     """A pandas table: one row per kernel of a (stripped) Keras model, and a ``total`` row."""
     import pandas as pd

@@ -135,3 +135,18 @@ def test_keras_pruning_schedule_prunes_to_the_target(digits):
         prune.keras_prune(model, 0.5, end_step=8, layers=["fc9"])
     with pytest.raises(ValueError, match="end_step"):
         prune.keras_pruning_schedule(0.5, end_step=0)
+
+
+def test_keras_sparsity_and_predict(digits):
+    pytest.importorskip("tensorflow_model_optimization")
+    from course_lib.models.keras_twin import small_cnn_keras
+
+    model = small_cnn_keras()
+    kernel = model.get_layer("fc1").kernel
+    kernel.assign(np.zeros(kernel.shape, dtype=np.float32))
+    assert prune.keras_sparsity(model, ["fc1"]) == 1.0
+    assert prune.keras_sparsity(model) == pytest.approx(32768 / 51808)
+    with pytest.raises(KeyError, match="no kernels"):
+        prune.keras_sparsity(model, ["pool"])
+    logits = prune.keras_predict(model, digits.nhwc("test")[:300], batch_size=128)
+    assert logits.shape == (300, 10)

@@ -104,7 +104,8 @@ def setup(seed: int = 0, threads: int | None = None, quiet: bool = True) -> dict
     _STATE["threads"] = threads
 
     if quiet:
-        for name in ("tensorflow", "absl", "h5py", "onnxruntime", "torch._dynamo", "torch.onnx"):
+        # torch.utils._pytree: torchao registers an Enum at import and torch logs a "register_constant is deprecated" line.
+        for name in ("tensorflow", "absl", "h5py", "onnxruntime", "torch._dynamo", "torch.onnx", "torch.utils._pytree", "torch._export", "executorch"):
             logging.getLogger(name).setLevel(logging.ERROR)
 
     if "tensorflow" in sys.modules:
@@ -158,16 +159,26 @@ def import_tensorflow() -> Any:
 
 
 class _stderr_silenced:
-    """Point file descriptor 2 at /dev/null for the duration of a ``with`` block."""
+    """Silence standard error for a ``with`` block: file descriptor 2 (C++ logs) and ``sys.stderr``.
+
+    Both are needed: native libraries write to the descriptor, while some
+    bindings (ExecuTorch's) write through Python's ``sys.stderr``, which a
+    Jupyter kernel replaces by its own stream.
+    """
 
     def __enter__(self) -> None:
+        import io
+
         sys.stderr.flush()
         self._saved = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.close(devnull)
+        self._python_stderr = sys.stderr
+        sys.stderr = io.StringIO()
 
     def __exit__(self, *exc: Any) -> None:
+        sys.stderr = self._python_stderr
         os.dup2(self._saved, 2)
         os.close(self._saved)
 

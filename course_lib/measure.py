@@ -149,10 +149,26 @@ def _first_layer_hint(model: nn.Module) -> str:
     return "check the shape the model was built for"
 
 
+def set_mode(model: nn.Module, training: bool) -> nn.Module:
+    """``model.train()`` / ``model.eval()``, also for graphs from ``torch.export`` / PT2E quantization.
+
+    Exported graph modules refuse ``.train()`` / ``.eval()`` (their dropout and
+    BatchNorm are baked into the graph); torchao's ``move_exported_model_to_train``
+    / ``_eval`` switch them instead.
+    """
+    try:
+        model.train(training)
+    except NotImplementedError:
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+        (move_exported_model_to_train if training else move_exported_model_to_eval)(model)
+    return model
+
+
 def run_model(model: nn.Module, inputs: Inputs) -> Any:
     """Call ``model(*inputs)`` in inference mode, turning a shape error into a clear ``ValueError``."""
     args = _as_args(inputs)
-    model.eval()
+    set_mode(model, False)
     try:
         with torch.inference_mode():
             return model(*args)

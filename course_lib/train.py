@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from course_lib.measure import set_mode
+
 
 @dataclass
 class History:
@@ -77,7 +79,7 @@ def fit(
 
     bar = tqdm(range(epochs), desc="epochs", disable=not progress, leave=False)
     for epoch in bar:
-        model.train()
+        set_mode(model, True)
         total, count = 0.0, 0
         for x, y in train_loader:
             opt.zero_grad(set_to_none=True)
@@ -106,7 +108,7 @@ def fit(
         model.load_state_dict(best_state)
     elif val_loader is None:
         history.best_epoch = history.epochs - 1
-    model.eval()
+    set_mode(model, False)
     history.seconds = time.perf_counter() - start
     return history
 
@@ -114,7 +116,7 @@ def fit(
 @torch.inference_mode()
 def predict_logits(model: nn.Module, data: Iterable[Any] | np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Logits of ``model`` for a loader of ``(x, y)`` batches or for an array of inputs."""
-    model.eval()
+    set_mode(model, False)
     if isinstance(data, (np.ndarray, torch.Tensor)):
         x = torch.as_tensor(data)
         batches: Iterable[Any] = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
@@ -131,7 +133,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], topk: tuple[int, ...] = (1
     from course_lib.measure import topk_accuracy
 
     logits, labels = [], []
-    model.eval()
+    set_mode(model, False)
     with torch.inference_mode():
         for x, y in loader:
             logits.append(model(x).float())

@@ -1,0 +1,234 @@
+"""Quantization: the affine int8 math for teaching, and the PyTorch paths that are current in the pinned versions.
+
+The math (NumPy, so every step is visible)::
+
+    q = clamp(round(x / scale) + zero_point, qmin, qmax)      # quantize
+    x ≈ (q - zero_point) · scale                               # dequantize
+
+*Asymmetric* (affine) quantization maps ``[min(x, 0), max(x, 0)]`` onto
+``[qmin, qmax]``; *symmetric* fixes ``zero_point = 0`` and maps
+``[-max|x|, max|x|]``. *Per-channel* gives every slice along ``axis`` its own
+scale (and zero point), which matters when channels have different ranges.
+
+PyTorch paths (torch 2.14 / torchao 0.18):
+
+* dynamic: :func:`dynamic_quantize_legacy` (``torch.ao.quantization.quantize_dynamic``,
+  deprecated, still the one with fast x86 kernels for ``nn.Linear``) and
+  :func:`dynamic_quantize_torchao` (its replacement, ``torchao.quantization.quantize_``);
+* static and QAT: PT2E — ``torch.export`` → ``prepare_pt2e`` / ``prepare_qat_pt2e``
+  → calibrate or train → ``convert_pt2e`` (:func:`pt2e_prepare`, :func:`calibrate`,
+  :func:`pt2e_convert`), with ExecuTorch's ``XNNPACKQuantizer``; the converted
+  graph runs fast once lowered to ExecuTorch (:mod:`course_lib.deploy`).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+# --- the math ---------------------------------------------------------------------------------
+
+
+@dataclass
+class QParams:
+    """Scale and zero point (arrays, broadcastable to the tensor) and the integer range."""
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    qmin: int
+    qmax: int
+    axis: int | None = None
+
+
+def qrange(bits: int = 8, signed: bool = True) -> tuple[int, int]:
+    """The integer range of ``bits``-bit numbers: (-128, 127) signed, (0, 255) unsigned for 8 bits."""
+    if not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an integer between 2 and 16, got {bits!r}")
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+def _reduce(x: np.ndarray, axis: int | None, fn: Any) -> np.ndarray:
+    if axis is None:
+        return np.asarray(fn(x))
+    other = tuple(d for d in range(x.ndim) if d != axis % x.ndim)
+    return fn(x, axis=other, keepdims=True)
+
+
+def choose_qparams(
+    x: Any, bits: int = 8, symmetric: bool = False, signed: bool = True, axis: int | None = None
+) -> QParams:
+    """Scale and zero point that map the range of ``x`` onto ``bits``-bit integers.
+
+    The float range always includes 0, so that 0.0 (padding, ReLU outputs,
+    pruned weights) is represented exactly. A constant tensor gets a range of
+    ``[min(x, 0), max(x, 0)]``; an all-zero one a scale of 1 (any scale is exact).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("cannot choose quantization parameters for an empty tensor")
+    if axis is not None and not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis} is out of range for a tensor with {x.ndim} dimensions")
+    qmin, qmax = qrange(bits, signed)
+    low = np.minimum(_reduce(x, axis, np.min), 0.0)
+    high = np.maximum(_reduce(x, axis, np.max), 0.0)
+    if symmetric:
+        # zero_point 0 (or the middle of an unsigned range); the wider side of the range sets the scale.
+        bound = np.maximum(-low, high)
+        half = (qmax - qmin) // 2
+        scale = bound / half
+        zero_point = np.zeros_like(scale) if signed else np.full_like(scale, (qmin + qmax + 1) // 2)
+    else:
+        scale = (high - low) / (qmax - qmin)
+        scale = np.where(scale == 0, 1.0, scale)
+        zero_point = np.clip(np.round(qmin - low / scale), qmin, qmax)
+    scale = np.where(scale == 0, 1.0, scale)
+    return QParams(scale.astype(np.float64), zero_point.astype(np.int64), qmin, qmax, axis)
+
+
+def quantize(x: Any, qparams: QParams) -> np.ndarray:
+    """``clamp(round(x / scale) + zero_point, qmin, qmax)`` as int64 (round half to even, like PyTorch)."""
+    x = np.asarray(x, dtype=np.float64)
+    q = np.round(x / qparams.scale) + qparams.zero_point
+    return np.clip(q, qparams.qmin, qparams.qmax).astype(np.int64)
+
+
+def dequantize(q: Any, qparams: QParams) -> np.ndarray:
+    """``(q - zero_point) · scale`` as float64."""
+    return (np.asarray(q, dtype=np.float64) - qparams.zero_point) * qparams.scale
+
+
+def fake_quantize(x: Any, bits: int = 8, symmetric: bool = False, axis: int | None = None) -> np.ndarray:
+    """Quantize then dequantize: the float values a quantized model actually computes with."""
+    qparams = choose_qparams(x, bits=bits, symmetric=symmetric, axis=axis)
+    return dequantize(quantize(x, qparams), qparams)
+
+
+def quantization_error(x: Any, bits: int = 8, symmetric: bool = False, axis: int | None = None) -> dict[str, float]:
+    """Max and mean absolute error and signal-to-quantization-noise ratio (dB) of :func:`fake_quantize`."""
+    x = np.asarray(x, dtype=np.float64)
+    error = fake_quantize(x, bits=bits, symmetric=symmetric, axis=axis) - x
+    noise = float(np.mean(error**2))
+    signal = float(np.mean(x**2))
+    sqnr = float("inf") if noise == 0 else 10 * np.log10(signal / noise)
+    return {"max_abs_error": float(np.abs(error).max()), "mean_abs_error": float(np.abs(error).mean()), "sqnr_db": sqnr}
+
+
+# --- dynamic quantization -----------------------------------------------------------------------
+
+
+def dynamic_quantize_legacy(model: nn.Module, layers: set[type[nn.Module]] | None = None) -> tuple[nn.Module, str]:
+    """``torch.ao.quantization.quantize_dynamic`` on a copy; returns the model and the deprecation warning it gave.
+
+    Deprecated in favour of torchao, but it still has the fast x86 (fbgemm)
+    kernels for int8 ``nn.Linear``. Only ``nn.Linear`` / RNN layers have
+    dynamic versions: other types in ``layers`` (``nn.ReLU``, ``nn.Conv2d``)
+    are silently left as they are.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantized = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model).eval(), layers or {nn.Linear}, dtype=torch.qint8
+        )
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    return quantized, (deprecations[0].splitlines()[0] if deprecations else "")
+
+
+def dynamic_quantize_torchao(model: nn.Module) -> nn.Module:
+    """torchao's replacement: ``quantize_(model, Int8DynamicActivationInt8WeightConfig())`` on a copy."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    quantized = copy.deepcopy(model).eval()
+    quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
+    return quantized
+
+
+# --- PT2E static quantization and QAT -------------------------------------------------------------
+
+
+def xnnpack_quantizer(per_channel: bool = True, weight_bits: int = 8, qat: bool = False) -> Any:
+    """ExecuTorch's ``XNNPACKQuantizer``: int8 activations, ``weight_bits``-bit symmetric weights.
+
+    Weights below 8 bits are *simulated* (int8 storage with a narrower range):
+    enough to study accuracy, not a smaller file.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    if not 2 <= weight_bits <= 8:
+        raise ValueError(f"weight_bits must be between 2 and 8, got {weight_bits}")
+    # Symmetric weights use [-(2^(b-1) - 1), 2^(b-1) - 1] so that zero_point is 0.
+    bound = 2 ** (weight_bits - 1) - 1
+    config = get_symmetric_quantization_config(
+        is_per_channel=per_channel, is_qat=qat, weight_qmin=-bound, weight_qmax=bound
+    )
+    return XNNPACKQuantizer().set_global(config)
+
+
+def export_for_quantization(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True) -> nn.Module:
+    """``torch.export`` the model (batch dimension dynamic by default) and return its graph module.
+
+    Export with an example batch of at least 2: a batch-1 export fixes the batch
+    size, and later calibration or evaluation batches then fail a shape guard.
+    """
+    if dynamic_batch and example.shape[0] < 2:
+        raise ValueError("export with an example batch of at least 2 samples when the batch is dynamic")
+    shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    return torch.export.export(model, (example.contiguous(),), dynamic_shapes=shapes).module()
+
+
+def pt2e_prepare(
+    model: nn.Module, example: torch.Tensor, quantizer: Any | None = None, qat: bool = False
+) -> nn.Module:
+    """Export and insert observers (``prepare_pt2e``) or fake-quant modules for QAT (``prepare_qat_pt2e``)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    quantizer = quantizer or xnnpack_quantizer(qat=qat)
+    source = copy.deepcopy(model)
+    source.train(qat)  # QAT exports the training graph (dropout, BatchNorm in train mode)
+    graph = export_for_quantization(source, example)
+    return prepare_qat_pt2e(graph, quantizer) if qat else prepare_pt2e(graph, quantizer)
+
+
+@torch.no_grad()
+def calibrate(prepared: nn.Module, batches: Iterable[Any], max_batches: int | None = None) -> int:
+    """Run ``batches`` (tensors or ``(x, y)`` pairs) through a prepared model so its observers see the ranges."""
+    from course_lib.measure import set_mode
+
+    set_mode(prepared, False)
+    seen = 0
+    for batch in batches:
+        if max_batches is not None and seen >= max_batches:
+            break
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        prepared(torch.as_tensor(x))
+        seen += 1
+    if seen == 0:
+        raise ValueError("calibration saw no batches: pass a loader or a list of input tensors")
+    return seen
+
+
+def pt2e_convert(prepared: nn.Module) -> nn.Module:
+    """``convert_pt2e``: replace observers by quantize / dequantize nodes around int8 weights."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from course_lib.measure import set_mode
+
+    set_mode(prepared, False)
+    return convert_pt2e(prepared)
+
+
+def static_quantize(
+    model: nn.Module, example: torch.Tensor, calibration: Iterable[Any], max_batches: int | None = None, **quantizer: Any
+) -> nn.Module:
+    """Post-training static quantization in one call: prepare → calibrate → convert."""
+    prepared = pt2e_prepare(model, example, xnnpack_quantizer(**quantizer) if quantizer else None)
+    calibrate(prepared, calibration, max_batches=max_batches)
+    return pt2e_convert(prepared)

@@ -1,0 +1,101 @@
+"""course_lib.quantize (the math, dynamic, PT2E static / QAT) and course_lib.deploy (ExecuTorch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from course_lib import data, deploy, measure, quantize, train
+from course_lib.models import small_cnn
+
+
+def test_asymmetric_int8_matches_pytorch_per_tensor():
+    x = torch.randn(1000) * 3 + 1
+    qp = quantize.choose_qparams(x.numpy(), bits=8, signed=False)
+    reference = torch.quantize_per_tensor(x, float(qp.scale), int(qp.zero_point), torch.quint8)
+    assert np.array_equal(quantize.quantize(x.numpy(), qp), reference.int_repr().numpy())
+    assert np.allclose(quantize.dequantize(quantize.quantize(x.numpy(), qp), qp), reference.dequantize().numpy(), atol=1e-6)
+
+
+def test_per_channel_symmetric_matches_pytorch():
+    w = torch.randn(8, 4, 3, 3) * torch.linspace(0.1, 5, 8).reshape(8, 1, 1, 1)
+    qp = quantize.choose_qparams(w.numpy(), symmetric=True, axis=0)
+    assert qp.scale.shape == (8, 1, 1, 1) and (qp.zero_point == 0).all()
+    reference = torch.quantize_per_channel(w, torch.tensor(qp.scale.ravel()), torch.zeros(8, dtype=torch.long), 0, torch.qint8)
+    assert np.array_equal(quantize.quantize(w.numpy(), qp), reference.int_repr().numpy())
+
+
+def test_edge_cases_constant_negative_zero_and_range():
+    constant = np.full((3, 3), 2.5)
+    qp = quantize.choose_qparams(constant)
+    assert np.allclose(quantize.dequantize(quantize.quantize(constant, qp), qp), constant, atol=float(qp.scale) / 2)
+    negative = -np.linspace(0.5, 4.0, 50)
+    qp = quantize.choose_qparams(negative)
+    q = quantize.quantize(negative, qp)
+    assert quantize.quantize(0.0, qp) == qp.qmax  # 0 is the top of the range, so it maps to qmax
+    assert q.min() == qp.qmin
+    assert np.abs(quantize.dequantize(q, qp) - negative).max() <= float(qp.scale) / 2 + 1e-12
+    zeros = np.zeros(5)
+    assert np.array_equal(quantize.fake_quantize(zeros), zeros)
+    assert quantize.qrange(4) == (-8, 7) and quantize.qrange(8, signed=False) == (0, 255)
+    with pytest.raises(ValueError, match="bits"):
+        quantize.qrange(1)
+    with pytest.raises(ValueError, match="axis"):
+        quantize.choose_qparams(np.ones((2, 2)), axis=3)
+    with pytest.raises(ValueError, match="empty"):
+        quantize.choose_qparams(np.array([]))
+
+
+def test_fewer_bits_more_error_and_outliers_hurt_per_tensor_most():
+    w = np.random.default_rng(0).normal(size=(16, 64))
+    errors = [quantize.quantization_error(w, bits=b)["sqnr_db"] for b in (4, 6, 8)]
+    assert errors[0] < errors[1] < errors[2]
+    w[0, 0] = 50
+    per_tensor = quantize.quantization_error(w, symmetric=True)["sqnr_db"]
+    per_channel = quantize.quantization_error(w, symmetric=True, axis=0)["sqnr_db"]
+    assert per_channel > per_tensor
+
+
+def test_dynamic_quantization_shrinks_linear_and_ignores_relu():
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
+    quantized, warning = quantize.dynamic_quantize_legacy(model)
+    assert "deprecated" in warning
+    assert measure.state_dict_size(quantized).bytes < 0.35 * measure.state_dict_size(model).bytes
+    relu_only, _ = quantize.dynamic_quantize_legacy(model, {nn.ReLU})
+    x = torch.randn(8, 64)
+    assert torch.equal(relu_only(x), model(x))
+
+
+def test_static_quantization_keeps_accuracy_and_lowers_to_a_smaller_faster_file(trained_cnn, digits, tmp_path):
+    loaders = data.torch_loaders(digits)
+    example = torch.as_tensor(digits.x_train[:32])
+    with pytest.raises(ValueError, match="at least 2"):
+        quantize.export_for_quantization(trained_cnn, example[:1])
+    int8 = quantize.static_quantize(trained_cnn, example, loaders["train"], max_batches=3)
+    fp32_top1 = train.evaluate(trained_cnn, loaders["test"])["top1"]
+    assert abs(train.evaluate(int8, loaders["test"])["top1"] - fp32_top1) <= 0.01
+    fp32_pte = deploy.ExecuTorchModel(deploy.export_executorch(trained_cnn, example, tmp_path / "fp32.pte"))
+    int8_pte = deploy.ExecuTorchModel(deploy.export_executorch(int8, example, tmp_path / "int8.pte"))
+    assert fp32_pte.path.stat().st_size > 3 * int8_pte.path.stat().st_size
+    reference = train.predict_logits(trained_cnn, digits.x_test)
+    assert np.abs(fp32_pte.predict(digits.x_test) - reference).max() < 1e-4
+    agreement = (int8_pte.predict(digits.x_test).argmax(1) == reference.argmax(1)).mean()
+    assert agreement >= 0.98
+    with pytest.raises(ValueError, match="failed on input of shape"):
+        int8_pte(np.zeros((1, 1, 9, 9), dtype=np.float32))
+    with pytest.raises(ValueError, match="N ≤ 1024"):
+        int8_pte(np.zeros((2000, 1, 8, 8), dtype=np.float32))
+    with pytest.raises(FileNotFoundError, match="export_executorch"):
+        deploy.ExecuTorchModel(tmp_path / "missing.pte")
+
+
+def test_qat_graph_trains_with_course_fit(trained_cnn, digits):
+    loaders = data.torch_loaders(digits)
+    example = torch.as_tensor(digits.x_train[:32])
+    prepared = quantize.pt2e_prepare(trained_cnn, example, quantize.xnnpack_quantizer(weight_bits=4, qat=True), qat=True)
+    train.fit(prepared, loaders["train"], loaders["val"], epochs=1, lr=5e-4, progress=False)
+    converted = quantize.pt2e_convert(prepared)
+    assert train.evaluate(converted, loaders["test"])["top1"] > 0.9
+    assert measure.run_model(converted, example).shape == (32, 10)  # eval() on an exported graph works

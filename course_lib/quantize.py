@@ -225,6 +225,12 @@ def pt2e_convert(prepared: nn.Module) -> nn.Module:
     return convert_pt2e(prepared)
 
 
+def count_quantize_nodes(graph: nn.Module) -> int:
+    """How many quantize operations a PT2E graph holds (0 for a float model: it was not converted)."""
+    nodes = getattr(getattr(graph, "graph", None), "nodes", [])
+    return sum(1 for node in nodes if node.op == "call_function" and "quantize_per" in str(node.target) and "dequantize" not in str(node.target))
+
+
 def static_quantize(
     model: nn.Module, example: torch.Tensor, calibration: Iterable[Any], max_batches: int | None = None, **quantizer: Any
 ) -> nn.Module:

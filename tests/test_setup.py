@@ -35,3 +35,15 @@ def test_tensorflow_uses_keras_2_and_is_seeded():
     cl.setup(seed=7)
     second = tf.random.uniform((3,)).numpy()
     np.testing.assert_array_equal(first, second)
+
+
+def test_setup_honours_the_graders_thread_cap(monkeypatch):
+    import torch
+
+    import course_lib as cl
+
+    monkeypatch.setenv("COURSE_LIB_MAX_THREADS", "1")
+    assert cl.setup(threads=2)["torch_threads"] == 1
+    monkeypatch.delenv("COURSE_LIB_MAX_THREADS")
+    assert cl.setup(threads=2)["torch_threads"] == 2
+    torch.set_num_threads(2)

@@ -135,6 +135,8 @@ class StudentProcess:
             "LANG": "C.UTF-8",
             "MPLBACKEND": "Agg",
             "OMP_NUM_THREADS": "1",
+            # course_lib.setup(threads=N) honours this cap: jobs run in parallel, one thread each.
+            "COURSE_LIB_MAX_THREADS": "1",
             "TF_USE_LEGACY_KERAS": "1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONHASHSEED": "0",

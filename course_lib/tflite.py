@@ -61,7 +61,15 @@ def convert_keras(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    flatbuffer = converter.convert()
+    import warnings
+
+    from course_lib import _stderr_silenced
+
+    # The converter prints MLIR pass notes to fd 2 and warns that an int8 *input*
+    # has no statistics (its range is calibrated from the representative data anyway).
+    with _stderr_silenced(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        flatbuffer = converter.convert()
     if path is not None:
         Path(path).write_bytes(flatbuffer)
     return flatbuffer
@@ -112,6 +120,8 @@ class LiteRTModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Logits (float32) for a float batch ``N × H × W × C``."""
         x = np.asarray(x, dtype=np.float32)
+        if x.ndim == len(self.input_shape) - 1:
+            raise ValueError(f"expected a batch (N × {' × '.join(map(str, self.input_shape[1:]))}); for one sample use x[None]")
         expected = self.input_shape[1:]
         if x.ndim != len(self.input_shape) or tuple(x.shape[1:]) != expected:
             raise ValueError(
@@ -134,3 +144,21 @@ class LiteRTModel:
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Logits for a whole array, in batches."""
         return np.concatenate([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def predict(model: str | Path | bytes, x: np.ndarray, threads: int = 1, batch_size: int = 256) -> np.ndarray:
+    """Float logits of a ``.tflite`` model (a path or the flatbuffer's bytes) for ``x`` (NHWC)."""
+    return LiteRTModel(model, threads=threads).predict(x, batch_size=batch_size)
+
+
+def io_quantization(model: str | Path | bytes) -> dict[str, Any]:
+    """Dtype, scale and zero point of the model's first input and output.
+
+    A float tensor has scale 0 and zero point 0 (LiteRT's convention for "not quantized").
+    """
+    runtime = LiteRTModel(model)
+    result: dict[str, Any] = {}
+    for side, detail in (("input", runtime.input), ("output", runtime.output)):
+        scale, zero_point = detail["quantization"]
+        result[side] = {"dtype": np.dtype(detail["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point)}
+    return result

@@ -1,0 +1,345 @@
+"""ONNX: export from PyTorch, check, summarise, run in ONNX Runtime, compare, convert back, quantize.
+
+ONNX is a file format for a computation graph: *nodes* (operators from a
+versioned *opset*), *initializers* (the weights) and typed inputs/outputs.
+Any runtime that implements the opset can run the file — ONNX Runtime on
+servers, phones and browsers, TensorRT, OpenVINO, ...
+
+Facts for the pinned versions (torch 2.14, onnx 1.23, onnxruntime 1.32):
+
+* ``torch.onnx.export(..., dynamo=True)`` (the current exporter, built on
+  ``torch.export``) writes opset 18+ and, by default, the weights to an
+  *external data* file beside the ``.onnx``: count both (:func:`onnx_bytes`).
+  ``dynamo=False`` is the legacy TorchScript exporter (deprecated).
+* There is no ``torch.onnx.import_to_pytorch``. Going back to PyTorch needs a
+  third-party converter: ``onnx2torch`` converts the legacy exporter's files
+  but not the dynamo exporter's; ``onnx2pytorch`` converts the dynamo
+  exporter's files and keeps every weight twice (see lecture 06).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    dynamic_batch: bool = True,
+    legacy: bool = False,
+    external_data: bool = True,
+) -> Path:
+    """Export ``model`` to ONNX at ``path`` and check it; return the path.
+
+    Args:
+        example: an input batch (at least 2 samples when ``dynamic_batch``:
+            a batch of 1 would be fixed into the graph).
+        dynamic_batch: leave the batch dimension free (``batch`` in the file).
+        legacy: use the deprecated TorchScript exporter (``dynamo=False``),
+            e.g. for converters that only read its output.
+        external_data: dynamo exporter only — weights in ``<path>.data``
+            beside the graph (the default) or inside the one file.
+
+    Raises:
+        RuntimeError: the export failed; the message keeps the exporter's
+            own summary (which names the failing Python line or operator).
+    """
+    from course_lib import _stderr_silenced
+    from course_lib.measure import set_mode
+
+    path = Path(path)
+    example = torch.as_tensor(example).contiguous()
+    if dynamic_batch and example.shape[0] < 2:
+        raise ValueError("export with an example batch of at least 2 samples when the batch is dynamic")
+    set_mode(model, False)
+    quiet = io.StringIO()  # the dynamo exporter prints its progress ("[torch.onnx] ...") to stdout
+    try:
+        # A failing export also prints the partial graphs to stderr; the summary below says what matters.
+        with contextlib.redirect_stdout(quiet), _torch_logs_quiet(), _stderr_silenced():
+            if legacy:
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the deprecation is taught in words in lecture 06
+                    torch.onnx.export(
+                        model, (example,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
+                        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,
+                    )
+            else:
+                shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
+                torch.onnx.export(
+                    model, (example,), str(path), dynamo=True, dynamic_shapes=shapes, input_names=["input"],
+                    output_names=["logits"], external_data=external_data, verbose=False,
+                )
+    except Exception as error:
+        raise RuntimeError(f"ONNX export of {type(model).__name__} failed:\n" + _export_error_summary(error)) from error
+    check_onnx(path)
+    return path
+
+
+def _export_error_summary(error: Exception) -> str:
+    """The exporter's own summary (what failed) and, when it names one, the user's line that raised."""
+    text = str(error)
+    summary = text.split("## Exception summary", 1)[1] if "## Exception summary" in text else text
+    lines = [line.strip() for line in summary.strip().splitlines() if line.strip()]
+    keep = [line for line in lines[:4] if not line.startswith(("For ", "If you", "consider using"))]
+    if "The following call raised this error:" in text:
+        after = [line.strip() for line in text.split("The following call raised this error:", 1)[1].strip().splitlines()]
+        keep += ["raised at: " + " | ".join(line for line in after[:2] if line)]
+    return "\n".join(keep)
+
+
+@contextlib.contextmanager
+def _torch_logs_quiet() -> Any:
+    """Raise every ``torch.*`` logger to ERROR for a block (export failures log whole graphs as warnings)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict) if name.startswith("torch")]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, previous):
+            logger.setLevel(level)
+
+
+def check_onnx(path: str | Path) -> Any:
+    """``onnx.checker.check_model`` and shape inference; return the inferred model proto."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX file at {path}: export one with course_lib.onnx_io.export_onnx")
+    onnx.checker.check_model(str(path))  # a path (not a proto) so that external data is checked too
+    return onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+
+
+def external_data_files(path: str | Path) -> list[Path]:
+    """The external data files an ``.onnx`` refers to (empty when the weights are inside it)."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [path.parent / location for location in sorted(locations)]
+
+
+def onnx_bytes(path: str | Path) -> int:
+    """Bytes of the ``.onnx`` file plus its external data: what must be shipped."""
+    path = Path(path)
+    return path.stat().st_size + sum(p.stat().st_size for p in external_data_files(path))
+
+
+def graph_summary(path: str | Path) -> dict[str, Any]:
+    """Opset, operator counts, initializers (count, parameters, bytes), inputs/outputs and file bytes."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    initializers = [numpy_helper.to_array(t) for t in model.graph.initializer]
+
+    def shape(value: Any) -> list[Any]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    return {
+        "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+        "ops": dict(collections.Counter(node.op_type for node in model.graph.node)),
+        "initializers": len(initializers),
+        "parameters": int(sum(a.size for a in initializers)),
+        "initializer_bytes": int(sum(a.nbytes for a in initializers)),
+        "inputs": {v.name: shape(v) for v in model.graph.input},
+        "outputs": {v.name: shape(v) for v in model.graph.output},
+        "file_bytes": onnx_bytes(path),
+    }
+
+
+class OrtModel:
+    """An ONNX Runtime session on the CPU, callable on one NumPy batch (first input → first output)."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX file at {path}: export one with course_lib.onnx_io.export_onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.path = path
+        self.threads = threads
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph for one batch."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        expected = self.input.shape
+        if x.ndim != len(expected) or any(isinstance(e, int) and e != g for e, g in zip(expected, x.shape)):
+            raise ValueError(
+                f"{self.path.name} expects input {self.input.name!r} of shape {expected} (strings are free dimensions), "
+                f"got {tuple(x.shape)}"
+            )
+        return self.session.run(None, {self.input.name: x})
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run_all(x)[0]
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return np.concatenate([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@dataclass
+class Parity:
+    """How closely two runtimes agree on the same inputs."""
+
+    max_abs_diff: float
+    top1_agreement: float
+    outputs: int
+
+    def ok(self, atol: float = 1e-4, min_agreement: float = 0.999) -> bool:
+        return self.max_abs_diff <= atol and self.top1_agreement >= min_agreement
+
+
+def parity(
+    reference: Sequence[np.ndarray] | np.ndarray,
+    candidate: Sequence[np.ndarray] | np.ndarray,
+    names: Sequence[str] | None = None,
+    atol: float | None = None,
+) -> Parity:
+    """Compare outputs of two runtimes: max |difference| over all outputs and top-1 agreement of the first.
+
+    With ``atol``, raise an ``AssertionError`` naming the first output whose
+    difference exceeds it (or whose shape differs), so a failing export says
+    *where* the runtimes part ways.
+    """
+    refs = [reference] if isinstance(reference, np.ndarray) else list(reference)
+    cands = [candidate] if isinstance(candidate, np.ndarray) else list(candidate)
+    names = list(names) if names is not None else [f"output {i}" for i in range(len(refs))]
+    if len(refs) != len(cands):
+        raise AssertionError(f"the reference has {len(refs)} outputs, the candidate {len(cands)}")
+    worst = 0.0
+    for name, ref, cand in zip(names, refs, cands):
+        ref, cand = np.asarray(ref, dtype=np.float64), np.asarray(cand, dtype=np.float64)
+        if ref.shape != cand.shape:
+            raise AssertionError(f"{name}: shape {cand.shape} differs from the reference's {ref.shape}")
+        diff = float(np.abs(ref - cand).max()) if ref.size else 0.0
+        if atol is not None and diff > atol:
+            where = np.unravel_index(int(np.abs(ref - cand).argmax()), ref.shape)
+            raise AssertionError(f"{name}: max |difference| {diff:.3g} > {atol:g} (first at index {tuple(int(i) for i in where)})")
+        worst = max(worst, diff)
+    first_ref, first_cand = np.asarray(refs[0]), np.asarray(cands[0])
+    agreement = float((first_ref.argmax(-1) == first_cand.argmax(-1)).mean()) if first_ref.ndim >= 1 else 1.0
+    return Parity(max_abs_diff=worst, top1_agreement=agreement, outputs=len(refs))
+
+
+def export_and_compare(model: nn.Module, example: torch.Tensor, x: np.ndarray, path: str | Path = "model.onnx") -> dict[str, float]:
+    """Export ``model``, run ``x`` through PyTorch and ONNX Runtime, return ``max_abs_diff`` and ``top1_agreement``."""
+    from course_lib.train import predict_logits
+
+    export_onnx(model, example, path)
+    result = parity(predict_logits(model, x), OrtModel(path).predict(x))
+    return {"max_abs_diff": result.max_abs_diff, "top1_agreement": result.top1_agreement}
+
+
+def to_pytorch(path: str | Path, converter: str = "onnx2pytorch") -> nn.Module:
+    """Convert an ONNX file back to a PyTorch module with a maintained third-party converter.
+
+    ``"onnx2pytorch"`` reads the dynamo exporter's files; ``"onnx2torch"``
+    reads the legacy exporter's (it lacks ``Reshape`` from opset 19 on).
+    """
+    import onnx
+
+    if converter == "onnx2pytorch":
+        from onnx2pytorch import ConvertModel
+
+        return ConvertModel(onnx.load(str(path)), experimental=True).eval()
+    if converter == "onnx2torch":
+        import onnx2torch
+
+        try:
+            return onnx2torch.convert(str(path)).eval()
+        except NotImplementedError as error:
+            raise NotImplementedError(
+                f"onnx2torch cannot convert {Path(path).name}: {error}. It reads the legacy exporter's files "
+                "(export_onnx(..., legacy=True)); for the dynamo exporter's files use converter='onnx2pytorch'."
+            ) from None
+    raise ValueError(f"converter must be 'onnx2pytorch' or 'onnx2torch', got {converter!r}")
+
+
+# --- ONNX Runtime quantization ---------------------------------------------------------------------
+
+
+class _CalibrationReader:
+    """Feeds calibration batches to ``quantize_static`` (its ``CalibrationDataReader`` protocol)."""
+
+    def __init__(self, input_name: str, batches: Iterable[np.ndarray]) -> None:
+        self._items = iter([{input_name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def ort_quantize_dynamic(source: str | Path, target: str | Path) -> Path:
+    """ONNX Runtime dynamic quantization: int8 weights, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _root_log_level_error():  # "consider pre-processing": it does not apply to dynamic quantization
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    return Path(target)
+
+
+@contextlib.contextmanager
+def _root_log_level_error() -> Any:
+    import logging
+
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
+def ort_quantize_static(
+    source: str | Path, target: str | Path, calibration: np.ndarray, batch_size: int = 32, per_channel: bool = True
+) -> Path:
+    """ONNX Runtime static quantization in QDQ format, calibrated on ``calibration`` inputs.
+
+    Runs ``quant_pre_process`` first (shape inference and graph optimisation,
+    as ONNX Runtime recommends), then ``quantize_static`` with uint8
+    activations and int8 (per-channel) weights.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source, target = Path(source), Path(target)
+    prepared = target.with_name(target.stem + "_prep.onnx")
+    quant_pre_process(str(source), str(prepared))
+    input_name = OrtModel(prepared).input.name
+    batches = [calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size)]
+    quantize_static(
+        str(prepared), str(target), _CalibrationReader(input_name, batches), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+    )
+    prepared.unlink(missing_ok=True)
+    return target

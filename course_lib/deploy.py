@@ -35,6 +35,8 @@ def export_executorch(
     from course_lib.measure import set_mode
 
     example = torch.as_tensor(example).contiguous()  # a strided view gave a .pte that failed at run time
+    if example.dtype == torch.float64:
+        example = example.float()  # NumPy defaults to float64; the models are float32
     if dynamic_batch and example.shape[0] < 2:
         raise ValueError("export with an example batch of at least 2 samples when the batch is dynamic")
     set_mode(model, False)
@@ -89,3 +91,144 @@ class ExecuTorchModel:
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Logits for a whole array, in batches."""
         return np.concatenate([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+# --- one model, three runtimes ----------------------------------------------------------------
+
+
+def _loader_for(fmt: str) -> Any:
+    if fmt == ".pte":
+        return ExecuTorchModel
+    if fmt == ".onnx":
+        from course_lib.onnx_io import OrtModel
+
+        return lambda path: OrtModel(path, threads=1)
+    if fmt == ".tflite":
+        from course_lib.tflite import LiteRTModel
+
+        return lambda path: LiteRTModel(path, threads=1)
+    raise ValueError(f"unknown artefact format {fmt!r}; expected .pte, .onnx or .tflite")
+
+
+def artefact_bytes(path: str | Path) -> tuple[int, int]:
+    """Raw and gzip bytes of an artefact, external data included (ONNX's ``.data`` file)."""
+    from course_lib.measure import gzip_size
+
+    path = Path(path)
+    files = [path]
+    if path.suffix == ".onnx":
+        from course_lib.onnx_io import external_data_files
+
+        files += external_data_files(path)
+    blobs = [p.read_bytes() for p in files]
+    return sum(len(b) for b in blobs), sum(gzip_size(b) for b in blobs)
+
+
+def measure_artefact(
+    name: str,
+    path: str | Path,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    reference_logits: np.ndarray,
+    repeats: int = 300,
+    notes: str = "",
+) -> Any:
+    """Load ``path`` in its own runtime and measure it the same way as every other artefact.
+
+    Inputs are N × C × H × W (PyTorch's layout); ``.tflite`` artefacts get them
+    transposed to N × H × W × C. Measured: bytes and gzip bytes, cold-start
+    load time (``notes``), memory growth of loading plus the first call,
+    latency at batch 1 (median and p90, one thread where the runtime lets us
+    choose), top-1 on ``(x_test, y_test)`` and top-1 agreement with
+    ``reference_logits`` (the PyTorch model's).
+    """
+    from course_lib.measure import agreement, measure_latency, peak_memory
+    from course_lib.report import Record
+
+    path = Path(path)
+    fmt = path.suffix
+    x = np.ascontiguousarray(x_test.transpose(0, 2, 3, 1)) if fmt == ".tflite" else np.ascontiguousarray(x_test)
+    load = _loader_for(fmt)
+    runtime_box: list[Any] = []
+    cold_seconds = [0.0]
+
+    def cold_start() -> None:
+        # Timed inside: peak_memory's own bookkeeping (resetting the kernel's counter) is not load time.
+        start = time.perf_counter()
+        runtime_box.append(load(path))
+        runtime_box[0](x[:1])
+        cold_seconds[0] = time.perf_counter() - start
+
+    memory = peak_memory(cold_start)
+    runtime = runtime_box[0]
+    latency = measure_latency(runtime, x[:1], warmup=30, repeats=repeats)
+    logits = runtime.predict(x)
+    raw, gz = artefact_bytes(path)
+    framework = {".pte": "executorch", ".onnx": "onnxruntime", ".tflite": "litert"}[fmt]
+    return Record(
+        name=name, framework=framework, format=fmt, bytes=raw, gzip_bytes=gz,
+        latency_ms=latency.median_ms, latency_p90_ms=latency.p90_ms, threads=1 if fmt != ".pte" else None, batch_size=1,
+        peak_memory_bytes=memory.peak_bytes, top1=float((logits.argmax(1) == y_test).mean()),
+        notes=f"cold start {1000 * cold_seconds[0]:.1f} ms; agreement {agreement(reference_logits, logits).top1_agreement:.3f}"
+        + (f"; {notes}" if notes else ""),
+    )
+
+
+def build_artefacts(model: nn.Module, split: Any, folder: str | Path, int8: bool = True, calibration_images: int = 256) -> dict[str, Path]:
+    """Build the deployable artefacts of one trained :class:`~course_lib.models.SmallCNN`.
+
+    fp32 and (with ``int8``) int8 versions of: ExecuTorch ``.pte`` (PT2E +
+    XNNPACK), ONNX (dynamo export; ORT static QDQ) and LiteRT ``.tflite`` (the
+    Keras twin with the same weights; full-integer conversion). Calibration
+    uses the first ``calibration_images`` training images for all three.
+    """
+    from course_lib import onnx_io, quantize, tflite
+    from course_lib.models.keras_twin import copy_weights_from_torch, small_cnn_keras
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    calibration = np.ascontiguousarray(split.x_train[:calibration_images])
+    example = torch.as_tensor(calibration[:32])
+    artefacts = {
+        "ExecuTorch fp32": export_executorch(model, example, folder / "model_fp32.pte"),
+        "ONNX Runtime fp32": onnx_io.export_onnx(model, example, folder / "model_fp32.onnx"),
+    }
+    twin = copy_weights_from_torch(model, small_cnn_keras(image_size=model.image_size, seed=None))
+    calibration_nhwc = np.ascontiguousarray(calibration.transpose(0, 2, 3, 1))
+    artefacts["LiteRT fp32"] = folder / "model_fp32.tflite"
+    tflite.convert_keras(twin, "fp32", path=artefacts["LiteRT fp32"])
+    if int8:
+        batches = [torch.as_tensor(calibration[i : i + 64]) for i in range(0, len(calibration), 64)]
+        quantized = quantize.static_quantize(model, example, batches)
+        artefacts["ExecuTorch int8"] = export_executorch(quantized, example, folder / "model_int8.pte")
+        artefacts["ONNX Runtime int8"] = onnx_io.ort_quantize_static(
+            artefacts["ONNX Runtime fp32"], folder / "model_int8.onnx", calibration
+        )
+        artefacts["LiteRT int8"] = folder / "model_int8.tflite"
+        tflite.convert_keras(twin, "int8", representative=calibration_nhwc, path=artefacts["LiteRT int8"])
+    return artefacts
+
+
+def compare_runtimes(model: nn.Module, split: Any, folder: str | Path, int8: bool = True) -> list[Any]:
+    """Build every artefact of ``model`` and measure each in its own runtime: one record per artefact."""
+    from course_lib.train import predict_logits
+
+    artefacts = build_artefacts(model, split, folder, int8=int8)
+    reference = predict_logits(model, split.x_test)
+    return [measure_artefact(name, path, split.x_test, split.y_test, reference) for name, path in artefacts.items()]
+
+
+def predict_artefact(path: str | Path, x: np.ndarray) -> np.ndarray:
+    """Logits of any artefact (``.pte``, ``.onnx``, ``.tflite``) for N × C × H × W inputs, in its own runtime."""
+    path = Path(path)
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if path.suffix == ".tflite" else np.ascontiguousarray(x)
+    return _loader_for(path.suffix)(path).predict(x)
+
+
+def artefact_latency_ms(path: str | Path, x: np.ndarray, repeats: int = 200) -> float:
+    """Median latency (ms) of one call on ``x`` (e.g. a batch of 1), after a warm-up, in the artefact's runtime."""
+    from course_lib.measure import measure_latency
+
+    path = Path(path)
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if path.suffix == ".tflite" else np.ascontiguousarray(x)
+    return measure_latency(_loader_for(path.suffix)(path), x, warmup=20, repeats=repeats).median_ms

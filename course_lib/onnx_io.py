@@ -59,6 +59,8 @@ def export_onnx(
 
     path = Path(path)
     example = torch.as_tensor(example).contiguous()
+    if example.dtype == torch.float64:
+        example = example.float()  # NumPy defaults to float64; the models are float32
     if dynamic_batch and example.shape[0] < 2:
         raise ValueError("export with an example batch of at least 2 samples when the batch is dynamic")
     set_mode(model, False)
@@ -122,8 +124,14 @@ def check_onnx(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no ONNX file at {path}: export one with course_lib.onnx_io.export_onnx")
-    onnx.checker.check_model(str(path))  # a path (not a proto) so that external data is checked too
-    return onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    missing = [p.name for p in external_data_files(path) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path.name} refers to external data {missing} that is not beside it: copy the .data file too")
+    # Check the loaded model (weights read into memory): the checker's own lookup of external
+    # data resolves real paths, which fails where the working directory is a bind mount (the grader's jail).
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    return onnx.shape_inference.infer_shapes(model)
 
 
 def external_data_files(path: str | Path) -> list[Path]:

@@ -99,3 +99,24 @@ def test_qat_graph_trains_with_course_fit(trained_cnn, digits):
     converted = quantize.pt2e_convert(prepared)
     assert train.evaluate(converted, loaders["test"])["top1"] > 0.9
     assert measure.run_model(converted, example).shape == (32, 10)  # eval() on an exported graph works
+
+
+def test_every_runtime_runs_the_same_model(trained_cnn, digits, tmp_path):
+    from course_lib import report
+
+    records = deploy.compare_runtimes(trained_cnn, digits, tmp_path)
+    names = [r.name for r in records]
+    assert names == ["ExecuTorch fp32", "ONNX Runtime fp32", "LiteRT fp32", "ExecuTorch int8", "ONNX Runtime int8", "LiteRT int8"]
+    for record in records:
+        agreement = float(record.notes.split("agreement ")[1].split(";")[0])
+        assert agreement >= (0.99 if "fp32" in record.name else 0.97), record
+        assert record.bytes and record.gzip_bytes < record.bytes and record.latency_ms > 0
+    fp32 = {r.framework: r.bytes for r in records if "fp32" in r.name}
+    int8 = {r.framework: r.bytes for r in records if "int8" in r.name}
+    assert all(fp32[k] > 3 * int8[k] for k in fp32)
+    assert "ExecuTorch int8" in report.to_markdown(records)
+    onnx_int8 = tmp_path / "model_int8.onnx"
+    assert deploy.predict_artefact(onnx_int8, digits.x_test[:3]).shape == (3, 10)
+    assert deploy.artefact_latency_ms(tmp_path / "model_int8.tflite", digits.x_test[:1], repeats=5) > 0
+    with pytest.raises(ValueError, match="unknown artefact format"):
+        deploy.predict_artefact(tmp_path / "model.bin", digits.x_test[:1])

@@ -78,7 +78,7 @@ def expose(libc: Any, paths: list[str]) -> None:
                 os.close(keep_fd)
 
 
-def isolate_filesystem(hide: list[str], tmp_size: str, needed: list[str]) -> None:
+def isolate_filesystem(hide: list[str], tmp_size: str, needed: list[str], scratch: str | None = None) -> None:
     """New mount namespace: cover ``hide`` with empty read-only tmpfs, give private temp dirs."""
     libc = _libc()
     if libc.unshare(CLONE_NEWNS) != 0:
@@ -90,7 +90,9 @@ def isolate_filesystem(hide: list[str], tmp_size: str, needed: list[str]) -> Non
     # The course may itself live under /tmp (a fresh clone in CI, say): keep hold of what the
     # student's process needs there before the private tmpfs covers it, then put it back.
     keep: list[tuple[str, int]] = []
-    for path in needed:
+    # The scratch directory too: the working directory's path must exist inside the jail,
+    # or every library that turns a relative path into an absolute one writes nowhere.
+    for path in needed + ([scratch] if scratch else []):
         real = os.path.realpath(path)
         folder = real if os.path.isdir(real) else os.path.dirname(real)
         if any(folder == tmp or folder.startswith(tmp + "/") for tmp in PRIVATE_TMP):
@@ -128,7 +130,8 @@ def main(argv: list[str]) -> None:
     command = argv[split + 1 :]
     os.chdir(config["scratch"])
     if os.geteuid() == 0 and config.get("uid") is not None:
-        isolate_filesystem(config.get("hide", []), config.get("tmp_size", "256m"), config.get("needed", []))
+        isolate_filesystem(config.get("hide", []), config.get("tmp_size", "256m"), config.get("needed", []), config["scratch"])
+        os.chdir(config["scratch"])  # the same path, now the bind mount inside the private /tmp
     apply_limits(config)
     uid = config.get("uid")
     if uid is not None and os.geteuid() == 0:

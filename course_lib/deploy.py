@@ -32,13 +32,9 @@ def export_executorch(
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    from course_lib.measure import set_mode
+    from course_lib.measure import example_batch, set_mode
 
-    example = torch.as_tensor(example).contiguous()  # a strided view gave a .pte that failed at run time
-    if example.dtype == torch.float64:
-        example = example.float()  # NumPy defaults to float64; the models are float32
-    if dynamic_batch and example.shape[0] < 2:
-        raise ValueError("export with an example batch of at least 2 samples when the batch is dynamic")
+    example = example_batch(example, dynamic_batch)
     set_mode(model, False)
     shapes = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if dynamic_batch else None
     exported = torch.export.export(model, (example,), dynamic_shapes=shapes)

@@ -149,6 +149,19 @@ def _first_layer_hint(model: nn.Module) -> str:
     return "check the shape the model was built for"
 
 
+def example_batch(example: Any, dynamic_batch: bool = False) -> torch.Tensor:
+    """An export example as a contiguous tensor; float64 (NumPy's default) becomes float32, the models' dtype.
+
+    Contiguous because a strided NumPy slice as example once gave a ``.pte``
+    that failed at run time. With ``dynamic_batch`` the example needs at least
+    2 samples: ``torch.export`` fixes a batch of 1 into the graph.
+    """
+    tensor = torch.as_tensor(example).contiguous()
+    if dynamic_batch and tensor.shape[0] < 2:
+        raise ValueError("export with an example batch of at least 2 samples when the batch is dynamic")
+    return tensor.float() if tensor.dtype == torch.float64 else tensor
+
+
 def set_mode(model: nn.Module, training: bool) -> nn.Module:
     """``model.train()`` / ``model.eval()``, also for graphs from ``torch.export`` / PT2E quantization.
 

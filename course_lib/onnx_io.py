@@ -55,14 +55,10 @@ def export_onnx(
             own summary (which names the failing Python line or operator).
     """
     from course_lib import _stderr_silenced
-    from course_lib.measure import set_mode
+    from course_lib.measure import example_batch, set_mode
 
     path = Path(path)
-    example = torch.as_tensor(example).contiguous()
-    if example.dtype == torch.float64:
-        example = example.float()  # NumPy defaults to float64; the models are float32
-    if dynamic_batch and example.shape[0] < 2:
-        raise ValueError("export with an example batch of at least 2 samples when the batch is dynamic")
+    example = example_batch(example, dynamic_batch)
     set_mode(model, False)
     quiet = io.StringIO()  # the dynamo exporter prints its progress ("[torch.onnx] ...") to stdout
     try:

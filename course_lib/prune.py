@@ -91,7 +91,7 @@ def global_sparsity(model: nn.Module) -> float:
 
 def is_pruned(model: nn.Module) -> bool:
     """True while some layer still carries ``weight_orig`` / ``weight_mask`` (before :func:`make_permanent`)."""
-    return any(prune.is_pruned(m) for m in model.modules() if m is not model) or prune.is_pruned(model)
+    return prune.is_pruned(model)  # looks at the model and every submodule
 
 
 # --- masking with torch.nn.utils.prune -------------------------------------------------------

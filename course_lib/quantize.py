@@ -178,12 +178,10 @@ def export_for_quantization(model: nn.Module, example: torch.Tensor, dynamic_bat
     Export with an example batch of at least 2: a batch-1 export fixes the batch
     size, and later calibration or evaluation batches then fail a shape guard.
     """
-    if dynamic_batch and example.shape[0] < 2:
-        raise ValueError("export with an example batch of at least 2 samples when the batch is dynamic")
+    from course_lib.measure import example_batch
+
+    example = example_batch(example, dynamic_batch)
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
-    example = torch.as_tensor(example).contiguous()
-    if example.dtype == torch.float64:
-        example = example.float()  # NumPy defaults to float64; the models are float32
     return torch.export.export(model, (example,), dynamic_shapes=shapes).module()
 
 

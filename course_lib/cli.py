@@ -5,7 +5,10 @@
   progress bar and a summary (the headless way to take the course);
 * ``release [--check]`` - generate ``exercises/`` from ``solutions/``;
 * ``grade SUBMISSION_OR_FOLDER ...`` - grade submissions in sandboxed processes,
-  in parallel, into a CSV and one feedback file per student.
+  in parallel, into a CSV and one feedback file per student;
+* ``report`` - the capstone's measured pipeline end to end, without the
+  notebook: ``results/summary.json`` / ``summary.md`` / ``tradeoffs.png``
+  (and, with ``--update-readme``, the README's results table).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 #: (distribution on PyPI, module to import) for every runtime the course uses.
 RUNTIMES = [
@@ -202,6 +205,75 @@ def grade_command(paths: Sequence[str], source: str | None, out: str, jobs: int,
     return 0
 
 
+def machine_summary() -> dict[str, Any]:
+    """CPU, cores and the runtime versions a measurement depends on (for results files)."""
+    versions = []
+    for dist in ("torch", "executorch", "onnxruntime", "ai-edge-litert", "tensorflow"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} -")
+    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], "versions": ", ".join(versions)}
+
+
+def report_command(out: str, update_readme: bool, keep_artefacts: bool) -> int:
+    """Run the capstone pipeline headless and write the results; return 0 on success."""
+    import datetime
+    import shutil
+    import tempfile
+
+    from tqdm import tqdm
+
+    import course_lib as cl
+
+    stages = ["train the baseline", "export the baseline", "train the half-width design", "export the design",
+              "prune and fine-tune", "quantize and export", "measure every step"]
+    start = time.perf_counter()
+    cl.setup(seed=0, threads=2)
+    cl.import_tensorflow()  # after course_lib (see README, Troubleshooting); the LiteRT files need the Keras twin
+    from course_lib import capstone, data
+    from course_lib.report import Record
+
+    out_dir = Path(out)
+    work = out_dir / "artefacts" if keep_artefacts else Path(tempfile.mkdtemp(prefix="capstone-"))
+    bar = tqdm(total=len(stages) + 1, desc="capstone", unit="stage")
+
+    started = [False]
+
+    def progress(message: str) -> None:
+        if started[0]:
+            bar.update(1)  # the previous stage is done
+        started[0] = True
+        bar.set_postfix_str(message)
+
+    try:
+        records, _ = capstone.run_pipeline(data.load_digits(), work, progress=progress)
+        bar.update(1)
+        bar.set_postfix_str("write results")
+        argv = " ".join(["python -m course_lib report"] + ([f"--out {out}"] if out != "results" else [])
+                        + (["--update-readme"] if update_readme else []))
+        meta = {"command": argv, "date": datetime.date.today().isoformat(),
+                "seconds": round(time.perf_counter() - start, 1), "machine": machine_summary()}
+        paths = capstone.write_results(records, out_dir, meta)
+        bar.update(1)
+    finally:
+        bar.close()
+        if not keep_artefacts:
+            shutil.rmtree(work, ignore_errors=True)
+    results = capstone.load_results(paths["json"])
+    records = [Record.from_dict(r) for r in results["records"]]
+    print()
+    print(capstone.budget_markdown(records))
+    print()
+    print(capstone.verdict(records))
+    print(f"\nwrote {paths['json']}, {paths['markdown']}, {paths['plot']} in {results['seconds']:.0f} s")
+    if update_readme:
+        readme = REPO_ROOT / "README.md"
+        changed = capstone.update_readme(readme, results)
+        print(f"{readme}: results table {'updated' if changed else 'already up to date'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description="Lightweight DL course tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_grade.add_argument("--timeout", type=float, default=120.0, help="seconds per submission (default 120)")
     p_grade.add_argument("--memory-mb", type=int, default=3072, help="memory per submission in MB (default 3072)")
 
+    p_rep = sub.add_parser("report", help="run the capstone pipeline headless; write results/ (table, JSON, plot)")
+    p_rep.add_argument("--out", default="results", help="folder for summary.json, summary.md, tradeoffs.png (default: results)")
+    p_rep.add_argument("--update-readme", action="store_true", help="also rewrite the README's results table from the new JSON")
+    p_rep.add_argument("--keep-artefacts", action="store_true", help="keep the .pte/.onnx/.tflite files in OUT/artefacts")
+
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor(check_imports=not args.quick)
@@ -241,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if args.command == "report":
+        return report_command(args.out, args.update_readme, args.keep_artefacts)
     parser.error(f"unknown command {args.command}")
     return 2
 

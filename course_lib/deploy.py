@@ -89,7 +89,50 @@ class ExecuTorchModel:
         return np.concatenate([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+class executorch_threads:
+    """Context manager: run ExecuTorch's XNNPACK kernels on ``threads`` threads, then restore the pool.
+
+    The ExecuTorch runtime keeps one process-wide thread pool (all cores by
+    default); its Python bindings can only reset it as a whole, so do not
+    change it while another thread is running a ``.pte``.
+    """
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+        self._previous: int | None = None
+
+    def __enter__(self) -> "executorch_threads":
+        if self.threads is not None:
+            from executorch.extension.pybindings import portable_lib
+
+            from course_lib import _stderr_silenced
+
+            with _stderr_silenced():  # the runtime logs its CPU probe and every reset to fd 2
+                self._previous = int(portable_lib._threadpool_get_thread_count())
+                portable_lib._unsafe_reset_threadpool(int(self.threads))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            from executorch.extension.pybindings import portable_lib
+
+            from course_lib import _stderr_silenced
+
+            with _stderr_silenced():
+                portable_lib._unsafe_reset_threadpool(self._previous)
+
+
 # --- one model, three runtimes ----------------------------------------------------------------
+
+
+def load_artefact(path: str | Path) -> Any:
+    """An artefact loaded in its own runtime (one thread for ONNX Runtime and LiteRT), callable on a batch.
+
+    Inputs are what the runtime takes: N × C × H × W for ``.pte`` / ``.onnx``,
+    N × H × W × C for ``.tflite``.
+    """
+    path = Path(path)
+    return _loader_for(path.suffix)(path)
 
 
 def _loader_for(fmt: str) -> Any:
@@ -128,14 +171,16 @@ def measure_artefact(
     reference_logits: np.ndarray,
     repeats: int = 300,
     notes: str = "",
+    executorch_threads_count: int | None = None,
 ) -> Any:
     """Load ``path`` in its own runtime and measure it the same way as every other artefact.
 
     Inputs are N × C × H × W (PyTorch's layout); ``.tflite`` artefacts get them
     transposed to N × H × W × C. Measured: bytes and gzip bytes, cold-start
     load time (``notes``), memory growth of loading plus the first call,
-    latency at batch 1 (median and p90, one thread where the runtime lets us
-    choose), top-1 on ``(x_test, y_test)`` and top-1 agreement with
+    latency at batch 1 (median and p90; one thread for ONNX Runtime and
+    LiteRT; ExecuTorch's default pool unless ``executorch_threads_count`` is
+    given), top-1 on ``(x_test, y_test)`` and top-1 agreement with
     ``reference_logits`` (the PyTorch model's).
     """
     from course_lib.measure import agreement, measure_latency, peak_memory
@@ -155,18 +200,48 @@ def measure_artefact(
         runtime_box[0](x[:1])
         cold_seconds[0] = time.perf_counter() - start
 
-    memory = peak_memory(cold_start)
-    runtime = runtime_box[0]
-    latency = measure_latency(runtime, x[:1], warmup=30, repeats=repeats)
-    logits = runtime.predict(x)
+    threads = executorch_threads_count if fmt == ".pte" else None
+    with executorch_threads(threads):
+        memory = peak_memory(cold_start)
+        runtime = runtime_box[0]
+        latency = measure_latency(runtime, x[:1], warmup=30, repeats=repeats)
+        logits = runtime.predict(x)
     raw, gz = artefact_bytes(path)
     framework = {".pte": "executorch", ".onnx": "onnxruntime", ".tflite": "litert"}[fmt]
     return Record(
         name=name, framework=framework, format=fmt, bytes=raw, gzip_bytes=gz,
-        latency_ms=latency.median_ms, latency_p90_ms=latency.p90_ms, threads=1 if fmt != ".pte" else None, batch_size=1,
+        latency_ms=latency.median_ms, latency_p90_ms=latency.p90_ms, threads=1 if fmt != ".pte" else threads, batch_size=1,
         peak_memory_bytes=memory.peak_bytes, top1=float((logits.argmax(1) == y_test).mean()),
         notes=f"cold start {1000 * cold_seconds[0]:.1f} ms; agreement {agreement(reference_logits, logits).top1_agreement:.3f}"
         + (f"; {notes}" if notes else ""),
+    )
+
+
+def measure_pytorch(
+    name: str, model: nn.Module, x_test: np.ndarray, y_test: np.ndarray, reference_logits: np.ndarray | None = None,
+    repeats: int = 300, notes: str = "",
+) -> Any:
+    """Measure an eager PyTorch model like :func:`measure_artefact` measures a file: one :class:`Record`.
+
+    Size is the ``state_dict`` saved with ``torch.save`` (raw and gzip);
+    parameters count non-zeros too (pruned weights are zeros, not gone);
+    latency is batch 1 on one thread; agreement (in ``notes``) is with
+    ``reference_logits`` when given.
+    """
+    from course_lib.measure import agreement, count_macs, count_parameters, measure_latency, state_dict_size
+    from course_lib.report import Record
+    from course_lib.train import predict_logits
+
+    one = torch.as_tensor(np.ascontiguousarray(x_test[:1]))
+    latency = measure_latency(model, one, warmup=30, repeats=repeats, threads=1)
+    size = state_dict_size(model)
+    logits = predict_logits(model, x_test)
+    extra = [f"agreement {agreement(reference_logits, logits).top1_agreement:.3f}"] if reference_logits is not None else []
+    return Record(
+        name=name, framework="pytorch", format="state_dict", bytes=size.bytes, gzip_bytes=size.gzip_bytes,
+        params=count_parameters(model), nonzero_params=count_parameters(model, nonzero=True), macs=count_macs(model, one),
+        latency_ms=latency.median_ms, latency_p90_ms=latency.p90_ms, threads=1, batch_size=1,
+        top1=float((logits.argmax(1) == y_test).mean()), notes="; ".join(extra + ([notes] if notes else [])),
     )
 
 
@@ -179,7 +254,7 @@ def build_artefacts(model: nn.Module, split: Any, folder: str | Path, int8: bool
     uses the first ``calibration_images`` training images for all three.
     """
     from course_lib import onnx_io, quantize, tflite
-    from course_lib.models.keras_twin import copy_weights_from_torch, small_cnn_keras
+    from course_lib.models.keras_twin import keras_twin_of
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -189,7 +264,7 @@ def build_artefacts(model: nn.Module, split: Any, folder: str | Path, int8: bool
         "ExecuTorch fp32": export_executorch(model, example, folder / "model_fp32.pte"),
         "ONNX Runtime fp32": onnx_io.export_onnx(model, example, folder / "model_fp32.onnx"),
     }
-    twin = copy_weights_from_torch(model, small_cnn_keras(image_size=model.image_size, seed=None))
+    twin = keras_twin_of(model)
     calibration_nhwc = np.ascontiguousarray(calibration.transpose(0, 2, 3, 1))
     artefacts["LiteRT fp32"] = folder / "model_fp32.tflite"
     tflite.convert_keras(twin, "fp32", path=artefacts["LiteRT fp32"])

@@ -342,6 +342,48 @@ def measure_latency(
     )
 
 
+def measure_latency_interleaved(
+    targets: dict[str, tuple[nn.Module | Callable[..., Any], Inputs]],
+    rounds: int = 5,
+    repeats: int = 60,
+    warmup: int = 10,
+    threads: int | None = 1,
+) -> dict[str, LatencyStats]:
+    """Time several targets fairly: ``rounds`` rounds, each timing every target once, in rotating order.
+
+    Timing A fully and then B lets a noisy moment (another process, a
+    frequency change, a thread pool still spinning after training) land on
+    one of them only. Interleaving spreads it over all; each target's
+    statistics pool its samples from every round.
+
+    Args:
+        targets: name → ``(target, inputs)`` as for :func:`measure_latency`.
+        rounds, repeats, warmup: per round, per target.
+        threads: PyTorch threads for every measurement (other runtimes set
+            theirs when loaded).
+    """
+    _check_count("rounds", rounds, 1)
+    if not targets:
+        raise ValueError("give at least one target to time")
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    names = list(targets)
+    for round_index in range(rounds):
+        order = names[round_index % len(names):] + names[: round_index % len(names)]
+        for name in order:
+            target, inputs = targets[name]
+            samples[name] += measure_latency(target, inputs, warmup=warmup, repeats=repeats, threads=threads).samples_ms
+    return {
+        name: LatencyStats(
+            median_ms=statistics.median(values), p90_ms=float(np.percentile(values, 90)),
+            mean_ms=statistics.fmean(values), min_ms=min(values), max_ms=max(values),
+            repeats=len(values), warmup=warmup * rounds,
+            threads=threads if threads is not None else torch.get_num_threads(),
+            batch_size=_batch_size(targets[name][1]), samples_ms=values,
+        )
+        for name, values in samples.items()
+    }
+
+
 def measure_latency_in_subprocess(
     model: nn.Module,
     inputs: Inputs,

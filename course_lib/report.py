@@ -123,3 +123,42 @@ def load_json(path: str | Path) -> list[Record]:
     if not isinstance(data, list):
         raise ValueError(f"{path} must hold a JSON list of records")
     return [Record.from_dict(d) for d in data]
+
+
+def plot_tradeoffs(records: Iterable[Record], group: Any = None, label: Any = None, connect: bool = False) -> Any:
+    """Two panels: top-1 against gzip size (kB, log scale) and top-1 against batch-1 latency (ms).
+
+    ``group(record)`` picks a series (e.g. the runtime; one marker each);
+    ``label(record)`` the text next to a point (default: the name; ``None``
+    or ``""`` for no text). With ``connect`` a series' points are joined in
+    the order given (e.g. the steps of a pipeline). Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    records = list(records)
+    group = group or (lambda r: r.framework)
+    label = label or (lambda r: r.name)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    markers = iter("osD^v<>p*")
+    for key in dict.fromkeys(group(r) for r in records):
+        members = [r for r in records if group(r) == key and r.top1 is not None]
+        marker = next(markers, "o")
+        for ax, cost, scale in zip(axes, ("gzip_bytes", "latency_ms"), (1e-3, 1.0)):
+            points = [(getattr(r, cost) * scale, r.top1, label(r)) for r in members if getattr(r, cost) is not None]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, linestyle="-" if connect else "",
+                    alpha=0.8, label=key)
+            for x, y, text in points:
+                if text:
+                    ax.annotate(text, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes[0].set_xscale("log")
+    axes[0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[0].xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    axes[0].set_xlabel("gzip kB (download size, log scale)")
+    axes[1].set_xlabel("median latency, ms (batch 1, one thread)")
+    for ax in axes:
+        ax.set_ylabel("test top-1")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig

@@ -78,6 +78,17 @@ def copy_weights_from_torch(torch_model: SmallCNN, keras_model: Any) -> Any:
     return keras_model
 
 
+def keras_twin_of(torch_model: SmallCNN) -> Any:
+    """A Keras twin with the same shape as ``torch_model`` (any channels / hidden width) and its weights."""
+    conv1, conv2 = torch_model.features[0], torch_model.features[2]
+    fc1, fc2 = torch_model.classifier[1], torch_model.classifier[3]
+    twin = small_cnn_keras(
+        num_classes=fc2.out_features, image_size=torch_model.image_size, in_channels=conv1.in_channels,
+        channels=(conv1.out_channels, conv2.out_channels), hidden=fc1.out_features, seed=None,
+    )
+    return copy_weights_from_torch(torch_model, twin)
+
+
 def tiny_net_keras(
     block: str = "separable", width: float = 1.0, image_size: int = 8, in_channels: int = 1, num_classes: int = 10,
     seed: int | None = 0,

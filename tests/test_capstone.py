@@ -1,0 +1,152 @@
+"""The capstone's budget logic, results files and README block, and the grader's artefact measurement."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import capstone, cli, deploy, measure, quantize
+from course_lib.report import Record
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _record(step, framework, gzip_bytes, latency_ms, top1, raw=None):
+    fmt = {"pytorch": "state_dict", "executorch": ".pte", "onnxruntime": ".onnx", "litert": ".tflite"}[framework]
+    return Record(f"{step} · {framework}", framework=framework, format=fmt, bytes=raw or gzip_bytes * 2,
+                  gzip_bytes=gzip_bytes, latency_ms=latency_ms, top1=top1, notes=f"step {step}; agreement 1.000")
+
+
+RECORDS = [
+    _record("baseline", "executorch", 200_000, 0.10, 0.964),
+    _record("baseline", "litert", 190_000, 0.05, 0.964),
+    _record("int8", "executorch", 19_000, 0.05, 0.958),   # 10.5× smaller, 2× faster, -0.6 points: meets all
+    _record("int8", "litert", 10_000, 0.06, 0.966),       # smaller still, but slower: speed line fails
+    _record("design", "executorch", 80_000, 0.04, 0.950),  # fast but -1.4 points and only 2.5× smaller
+]
+
+
+def test_budget_lines_are_checked_against_the_same_runtime():
+    table = capstone.check_budget(RECORDS).set_index(["step", "runtime"])
+    assert table.loc[("int8", "executorch"), "size_ratio"] == pytest.approx(200_000 / 19_000)
+    assert table.loc[("int8", "executorch"), "speedup"] == pytest.approx(2.0)
+    assert bool(table.loc[("int8", "executorch"), "meets_budget"])
+    assert not bool(table.loc[("int8", "litert"), "speed_ok"])  # compared with LiteRT's 0.05 ms, not ExecuTorch's
+    assert bool(table.loc[("int8", "litert"), "size_ok"])
+    assert not bool(table.loc[("design", "executorch"), "accuracy_ok"])
+    best = capstone.best_artefact(capstone.check_budget(RECORDS))
+    assert (best["step"], best["runtime"]) == ("int8", "executorch")
+    assert "meets every budget line" in capstone.verdict(RECORDS)
+    # a tighter budget that nothing meets: the verdict says which lines the closest file meets
+    text = capstone.verdict(RECORDS, capstone.Budget(size_ratio=30))
+    assert "meets speed, accuracy only" in text or "meets size" in text
+    with pytest.raises(ValueError, match="no baseline"):
+        capstone.check_budget([_record("int8", "onnxruntime", 1, 1, 1)] + RECORDS)
+    with pytest.raises(ValueError, match="not from the capstone"):
+        capstone.step_of(Record("something else"))
+
+
+def _results():
+    meta = {"command": "python -m course_lib report", "date": "2026-11-23", "seconds": 60.0,
+            "machine": {"cpu": "Test CPU", "cores": 2, "python": "3.11", "versions": "torch 2.14.1"}}
+    return meta
+
+
+def test_results_files_and_readme_block(tmp_path):
+    paths = capstone.write_results(RECORDS, tmp_path / "results", _results())
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    results = capstone.load_results(paths["json"])
+    assert [Record.from_dict(r) for r in results["records"]] == RECORDS
+    summary = paths["markdown"].read_text()
+    assert "Test CPU, 2 cores" in summary and "| int8 | executorch | .pte | 19,000 | 10.5 |" in summary
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{capstone.README_START}\nold\n{capstone.README_END}\n\nrest\n")
+    assert capstone.update_readme(readme, results)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("# title") and text.endswith("rest\n")
+    assert "`python -m course_lib report`" in text and "Test CPU" in text
+    assert not capstone.update_readme(readme, results)  # idempotent
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no results block"):
+        capstone.update_readme(readme, results)
+    (tmp_path / "bad.json").write_text(json.dumps({"records": []}))
+    with pytest.raises(ValueError, match="not a capstone results file"):
+        capstone.load_results(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="course_lib report"):
+        capstone.load_results(tmp_path / "none.json")
+
+
+def test_readme_table_is_rendered_from_the_committed_results():
+    """The README's results block must be exactly what results/summary.json renders to."""
+    results = capstone.load_results(ROOT / "results" / "summary.json")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert capstone.readme_section(results) in readme, (
+        "README.md's results table is not the one results/summary.json renders: "
+        "run `python -m course_lib report --update-readme`")
+    summary = (ROOT / "results" / "summary.md").read_text(encoding="utf-8")
+    assert summary == capstone.summary_markdown(results)
+
+
+def test_report_command_is_wired(monkeypatch, tmp_path):
+    calls = {}
+
+    def fake(out, update_readme, keep_artefacts):
+        calls.update(out=out, update_readme=update_readme, keep=keep_artefacts)
+        return 0
+
+    monkeypatch.setattr(cli, "report_command", fake)
+    assert cli.main(["report", "--out", str(tmp_path), "--update-readme"]) == 0
+    assert calls == {"out": str(tmp_path), "update_readme": True, "keep": False}
+    assert set(cli.machine_summary()) == {"cpu", "cores", "python", "versions"}
+
+
+def test_exercise_split_and_holdout_partition_the_test_set():
+    split = capstone.exercise_split()
+    x_holdout, y_holdout = capstone.holdout()
+    assert len(split.y_test) == len(y_holdout) == 225
+    full = np.concatenate([split.x_test, x_holdout]).reshape(450, -1)
+    assert len(np.unique(full, axis=0)) >= 440  # the two halves are different images (digits has a few duplicates)
+    assert not any(np.array_equal(x, h) for x, h in zip(split.x_test[:50], x_holdout[:50]))
+
+
+def test_interleaved_latency_pools_every_round():
+    model = torch.nn.Linear(4, 2)
+    stats = measure.measure_latency_interleaved({"a": (model, torch.zeros(1, 4)), "b": (lambda: None, None)},
+                                                rounds=3, repeats=5, warmup=1)
+    assert stats["a"].repeats == stats["b"].repeats == 15
+    assert stats["a"].batch_size == 1 and stats["a"].threads == 1
+    with pytest.raises(ValueError):
+        measure.measure_latency_interleaved({}, rounds=1)
+
+
+def test_artefact_payload_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"\.pte, \.onnx, \.tflite"):
+        capstone.artefact_payload(tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match="save your compressed model"):
+        capstone.artefact_payload(tmp_path / "model.pte")
+
+
+def test_grade_artefact_reports_bad_input_without_crashing(tmp_path):
+    assert "no artefact" in capstone.grade_artefact(None)["error"]
+    assert "no artefact" in capstone.grade_artefact({"format": ".exe", "data": np.zeros(3, np.uint8)})["error"]
+    garbage = {"format": ".tflite", "data": np.frombuffer(b"not a model at all" * 10, dtype=np.uint8)}
+    result = capstone.grade_artefact(garbage, timeout_s=120)
+    assert "could not be run" in result["error"]
+
+
+def test_grade_artefact_measures_a_real_int8_file(tmp_path):
+    """A small int8 .pte: measured in a child process against the grader's own fp32 baseline."""
+    split = capstone.exercise_split()
+    model = capstone.cnn(channels=(8, 16), hidden=16, seed=0).eval()
+    example = torch.as_tensor(split.x_train[:32])
+    quantized = quantize.static_quantize(model, example, [example])
+    path = deploy.export_executorch(quantized, example, tmp_path / "tiny.pte")
+    result = capstone.grade_artefact(capstone.artefact_payload(path))
+    assert "error" not in result, result
+    assert result["format"] == ".pte" and result["evaluated_on"] == "test" and result["images"] == 225
+    assert result["gzip_bytes"] < result["baseline_gzip_bytes"] / 10
+    assert result["speedup"] > 0 and 0.0 <= result["top1"] <= 1.0
+    assert "faster" not in capstone.describe({"error": "x"}) and "×" in capstone.describe(result)

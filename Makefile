@@ -13,12 +13,14 @@ PYTEST_ARGS ?=
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup course course-headless test doctor exercises grade bench-grading clean-venv
+.PHONY: help setup course course-headless report bench test doctor exercises grade bench-grading clean-venv
 
 help:
 	@echo "make course           set up .venv and open the lectures in JupyterLab"
 	@echo "make test             set up .venv and run all tests"
 	@echo "make course-headless  run every lecture notebook without a browser; print a summary"
+	@echo "make report           the capstone pipeline headless: results/summary.{md,json}, results/tradeoffs.png"
+	@echo "make bench            print the capstone's ratios (size, speedup per runtime, accuracy) from a fresh run"
 	@echo "make doctor           versions, CPU, threads, and which runtimes import"
 	@echo "make exercises        regenerate exercises/ from solutions/"
 	@echo "make grade SUBMISSIONS=folder [JOBS=2]   grade a folder of submissions into grades/"
@@ -40,6 +42,13 @@ course: $(STAMP)
 
 course-headless: $(STAMP)
 	$(BIN)/python -m course_lib run
+
+# The capstone's measured pipeline without the notebook (about a minute on 2 cores); add --update-readme to refresh README.md.
+report: $(STAMP)
+	$(BIN)/python -m course_lib report $(REPORT_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/capstone_ratios.py
 
 doctor: $(STAMP)
 	$(BIN)/python -m course_lib doctor

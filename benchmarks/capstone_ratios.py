@@ -1,0 +1,74 @@
+"""The capstone's ratios, re-measured on this machine: size, speed and accuracy against the fp32 baseline.
+
+Not a test: the figures depend on the machine. Run with `make bench` (a fresh
+run of the pipeline, about a minute on 2 cores), or print the ratios of a
+stored run with `python benchmarks/capstone_ratios.py --from results/summary.json`.
+
+For every step (design, pruned, int8) and runtime (PyTorch, ExecuTorch, ONNX
+Runtime, LiteRT) it prints: the file's raw and gzip size as a fraction of the
+baseline file in the same runtime, the batch-1 one-thread speedup, and the
+top-1 change in points. `--repeat N` runs the pipeline N times and prints the
+spread of the speedups, which is the honest error bar on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import course_lib as cl
+
+
+def ratios(records: list) -> "object":
+    from course_lib import capstone
+
+    table = capstone.check_budget(records)
+    table = table[table["step"] != "baseline"].copy()
+    table["bytes / baseline"] = (1 / table["raw_size_ratio"]).round(3)
+    table["gzip / baseline"] = (1 / table["size_ratio"]).round(3)
+    table["speedup"] = table["speedup"].round(2)
+    table["top-1 change (points)"] = (100 * table["top1_change"]).round(1)
+    return table[["step", "runtime", "format", "bytes / baseline", "gzip / baseline", "speedup", "top-1 change (points)",
+                  "meets_budget"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from", dest="source", help="print the ratios of a stored results/summary.json instead of measuring")
+    parser.add_argument("--repeat", type=int, default=1, help="run the pipeline this many times (speedup spread)")
+    args = parser.parse_args()
+
+    import pandas as pd
+
+    pd.set_option("display.width", 200)
+    from course_lib import capstone, data
+    from course_lib.report import Record
+
+    if args.source:
+        results = capstone.load_results(args.source)
+        print(f"stored run: `{results['command']}` on {results['date']}, {results['machine']['cpu']}")
+        print(ratios([Record.from_dict(r) for r in results["records"]]).to_string(index=False))
+        return
+
+    cl.setup(seed=0, threads=2)
+    cl.import_tensorflow()
+    runs = []
+    for run in range(args.repeat):
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as folder:
+            records, _ = capstone.run_pipeline(data.load_digits(), Path(folder))
+        table = ratios(records)
+        runs.append(table)
+        print(f"\nrun {run + 1} of {args.repeat} ({time.perf_counter() - start:.0f} s):")
+        print(table.to_string(index=False))
+        print(capstone.verdict(records))
+    if args.repeat > 1:
+        speedups = pd.concat(runs).groupby(["step", "runtime"], sort=False)["speedup"].agg(["min", "median", "max"])
+        print("\nspeedup over the runs (min / median / max):")
+        print(speedups.round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 help:
 	@echo "make course           set up .venv and open the lectures in JupyterLab"
 	@echo "make test             set up .venv and run all tests"
-	@echo "make course-headless  run every lecture notebook without a browser; print a summary"
+	@echo "make course-headless  run every lecture notebook without a browser, then the capstone report into results/"
 	@echo "make report           the capstone pipeline headless: results/summary.{md,json}, results/tradeoffs.png"
 	@echo "make bench            print the capstone's ratios (size, speedup per runtime, accuracy) from a fresh run"
 	@echo "make doctor           versions, CPU, threads, and which runtimes import"
@@ -40,10 +40,12 @@ setup: $(STAMP)
 course: $(STAMP)
 	$(BIN)/python -m jupyter lab $(LAB_FLAGS) notebooks/
 
+# Every lecture in order, then the capstone's measured pipeline into results/ (and the README's table).
 course-headless: $(STAMP)
 	$(BIN)/python -m course_lib run
+	$(BIN)/python -m course_lib report
 
-# The capstone's measured pipeline without the notebook (about a minute on 2 cores); add --update-readme to refresh README.md.
+# The capstone's measured pipeline without the notebook (about a minute on 2 cores): results/ and the README's table.
 report: $(STAMP)
 	$(BIN)/python -m course_lib report $(REPORT_ARGS)
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_lib import data, deploy, prune, quantize, train
+from course_lib import data, deploy, prune, train
 from course_lib.models.cnn import SmallCNN
 from course_lib.report import Record
 
@@ -108,6 +108,9 @@ def measure_steps(
     targets: dict[str, tuple[Any, Any]] = {}
     one = np.ascontiguousarray(split.x_test[:1])
     one_nhwc = np.ascontiguousarray(one.transpose(0, 2, 3, 1))
+    unknown = [step for step, _, _ in steps if step not in STEPS]
+    if unknown:
+        raise ValueError(f"steps must be named from {STEPS} (the budget check compares with 'baseline'); got {unknown}")
     with deploy.executorch_threads(1):
         for step, model, artefacts in steps:
             if model is not None:
@@ -385,22 +388,27 @@ def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
     return json.loads(lines[-1][len("RESULT"):])
 
 
-def describe(result: dict[str, Any]) -> str:
-    """One line of the grader's measurement, for feedback and for the learner's own check."""
+def describe(result: dict[str, Any], accuracy: bool = True) -> str:
+    """One line of the grader's measurement, for feedback and for the learner's own check.
+
+    ``accuracy=False`` leaves top-1 out (feedback on size and speed must not
+    reveal the hold-out score).
+    """
     if "error" in result:
         return result["error"]
-    return (f"{result['format']}: {result['gzip_bytes']:,} B gzip (baseline {result['baseline_gzip_bytes']:,}); "
-            f"{result['latency_ms']:.3f} ms vs baseline {result['baseline_latency_ms']:.3f} ms "
-            f"({result['speedup']:.2f}×); top-1 {result['top1']:.3f} on the {result['evaluated_on']} images")
+    text = (f"measured {result['format']}: {result['gzip_bytes']:,} B gzip (fp32 baseline {result['baseline_gzip_bytes']:,} B); "
+            f"{result['latency_ms']:.3f} ms vs baseline {result['baseline_latency_ms']:.3f} ms ({result['speedup']:.2f}× faster)")
+    return text + (f"; top-1 {result['top1']:.3f} on the {result['evaluated_on']} images" if accuracy else "")
 
 
 def budget_to_dict(budget: Budget) -> dict[str, float]:
+    """The budget as plain data (stored in ``summary.json``)."""
     return asdict(budget)
 
 
 # --- the results report (``python -m course_lib report``) ----------------------------------------
 
-README_START = "<!-- capstone-results:start (written by `python -m course_lib report --update-readme`) -->"
+README_START = "<!-- capstone-results:start (written by `python -m course_lib report` from results/summary.json) -->"
 README_END = "<!-- capstone-results:end -->"
 
 

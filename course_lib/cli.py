@@ -8,7 +8,7 @@
   in parallel, into a CSV and one feedback file per student;
 * ``report`` - the capstone's measured pipeline end to end, without the
   notebook: ``results/summary.json`` / ``summary.md`` / ``tradeoffs.png``
-  (and, with ``--update-readme``, the README's results table).
+  and the README's results table rendered from that JSON.
 """
 
 from __future__ import annotations
@@ -216,8 +216,13 @@ def machine_summary() -> dict[str, Any]:
     return {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], "versions": ", ".join(versions)}
 
 
-def report_command(out: str, update_readme: bool, keep_artefacts: bool) -> int:
-    """Run the capstone pipeline headless and write the results; return 0 on success."""
+def report_command(out: str | None, keep_artefacts: bool) -> int:
+    """Run the capstone pipeline headless and write the results; return 0 on success.
+
+    Into the repository's ``results/`` (the default) the README's results
+    table is refreshed too: the JSON is its source, and the two must not
+    disagree. Into any other folder (``--out``) the README is left alone.
+    """
     import datetime
     import shutil
     import tempfile
@@ -234,7 +239,8 @@ def report_command(out: str, update_readme: bool, keep_artefacts: bool) -> int:
     from course_lib import capstone, data
     from course_lib.report import Record
 
-    out_dir = Path(out)
+    out_dir = Path(out) if out else REPO_ROOT / "results"
+    into_repository = out_dir.resolve() == (REPO_ROOT / "results").resolve()
     work = out_dir / "artefacts" if keep_artefacts else Path(tempfile.mkdtemp(prefix="capstone-"))
     bar = tqdm(total=len(stages) + 1, desc="capstone", unit="stage")
 
@@ -250,8 +256,7 @@ def report_command(out: str, update_readme: bool, keep_artefacts: bool) -> int:
         records, _ = capstone.run_pipeline(data.load_digits(), work, progress=progress)
         bar.update(1)
         bar.set_postfix_str("write results")
-        argv = " ".join(["python -m course_lib report"] + ([f"--out {out}"] if out != "results" else [])
-                        + (["--update-readme"] if update_readme else []))
+        argv = " ".join(["python -m course_lib report"] + ([] if into_repository else [f"--out {out}"]))
         meta = {"command": argv, "date": datetime.date.today().isoformat(),
                 "seconds": round(time.perf_counter() - start, 1), "machine": machine_summary()}
         paths = capstone.write_results(records, out_dir, meta)
@@ -267,7 +272,7 @@ def report_command(out: str, update_readme: bool, keep_artefacts: bool) -> int:
     print()
     print(capstone.verdict(records))
     print(f"\nwrote {paths['json']}, {paths['markdown']}, {paths['plot']} in {results['seconds']:.0f} s")
-    if update_readme:
+    if into_repository:
         readme = REPO_ROOT / "README.md"
         changed = capstone.update_readme(readme, results)
         print(f"{readme}: results table {'updated' if changed else 'already up to date'}")
@@ -299,8 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_grade.add_argument("--memory-mb", type=int, default=3072, help="memory per submission in MB (default 3072)")
 
     p_rep = sub.add_parser("report", help="run the capstone pipeline headless; write results/ (table, JSON, plot)")
-    p_rep.add_argument("--out", default="results", help="folder for summary.json, summary.md, tradeoffs.png (default: results)")
-    p_rep.add_argument("--update-readme", action="store_true", help="also rewrite the README's results table from the new JSON")
+    p_rep.add_argument("--out", help="folder for summary.json, summary.md, tradeoffs.png (default: the repository's "
+                       "results/, which also refreshes the README's results table)")
     p_rep.add_argument("--keep-artefacts", action="store_true", help="keep the .pte/.onnx/.tflite files in OUT/artefacts")
 
     args = parser.parse_args(argv)
@@ -319,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if args.command == "report":
-        return report_command(args.out, args.update_readme, args.keep_artefacts)
+        return report_command(args.out, args.keep_artefacts)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import torch
 from torch import nn
 
-from course_lib import data, measure, train
+from course_lib import data, train
 from course_lib.report import Record
 
 COSTS = ("macs", "params", "bytes", "latency_ms")
@@ -24,19 +23,17 @@ def measure_candidate(
     name: str, model: nn.Module, split: data.Split, epochs: int = 20, lr: float = 3e-3, seed: int = 0,
     latency_repeats: int = 100,
 ) -> Record:
-    """Train ``model`` on ``split`` and measure params, MACs, bytes, latency (1 thread, batch 1) and top-1."""
+    """Train ``model`` on ``split`` and measure params, MACs, bytes, latency (1 thread, batch 1) and top-1.
+
+    The measurement is :func:`course_lib.deploy.measure_pytorch`, the same one
+    the capstone uses for every PyTorch model.
+    """
+    from course_lib.deploy import measure_pytorch
+
     loaders = data.torch_loaders(split, batch_size=64, seed=seed)
     history = train.fit(model, loaders["train"], loaders["val"], epochs=epochs, lr=lr, seed=seed, progress=False)
-    one = torch.from_numpy(split.x_test[:1])
-    latency = measure.measure_latency(model, one, warmup=20, repeats=latency_repeats, threads=1)
-    size = measure.state_dict_size(model)
-    top1 = train.evaluate(model, loaders["test"])["top1"]
-    return Record(
-        name=name, framework="pytorch", format="state_dict", bytes=size.bytes, gzip_bytes=size.gzip_bytes,
-        params=measure.count_parameters(model), macs=measure.count_macs(model, one),
-        latency_ms=latency.median_ms, latency_p90_ms=latency.p90_ms, threads=1, batch_size=1, top1=top1,
-        notes=f"{history.epochs} epochs, input {tuple(split.input_shape)}",
-    )
+    return measure_pytorch(name, model, split.x_test, split.y_test, repeats=latency_repeats,
+                           notes=f"{history.epochs} epochs, input {tuple(split.input_shape)}")
 
 
 def _value(record: Record, field: str) -> float:

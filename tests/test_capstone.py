@@ -1,7 +1,6 @@
 """The capstone's budget logic, results files and README block, and the grader's artefact measurement."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +84,7 @@ def test_readme_table_is_rendered_from_the_committed_results():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert capstone.readme_section(results) in readme, (
         "README.md's results table is not the one results/summary.json renders: "
-        "run `python -m course_lib report --update-readme`")
+        "run `python -m course_lib report`")
     summary = (ROOT / "results" / "summary.md").read_text(encoding="utf-8")
     assert summary == capstone.summary_markdown(results)
 
@@ -93,13 +92,14 @@ def test_readme_table_is_rendered_from_the_committed_results():
 def test_report_command_is_wired(monkeypatch, tmp_path):
     calls = {}
 
-    def fake(out, update_readme, keep_artefacts):
-        calls.update(out=out, update_readme=update_readme, keep=keep_artefacts)
+    def fake(out, keep_artefacts):
+        calls.update(out=out, keep=keep_artefacts)
         return 0
 
     monkeypatch.setattr(cli, "report_command", fake)
-    assert cli.main(["report", "--out", str(tmp_path), "--update-readme"]) == 0
-    assert calls == {"out": str(tmp_path), "update_readme": True, "keep": False}
+    assert cli.main(["report", "--out", str(tmp_path), "--keep-artefacts"]) == 0
+    assert calls == {"out": str(tmp_path), "keep": True}
+    assert cli.main(["report"]) == 0 and calls["out"] is None  # the repository's results/ (and README)
     assert set(cli.machine_summary()) == {"cpu", "cores", "python", "versions"}
 
 
@@ -150,3 +150,61 @@ def test_grade_artefact_measures_a_real_int8_file(tmp_path):
     assert result["gzip_bytes"] < result["baseline_gzip_bytes"] / 10
     assert result["speedup"] > 0 and 0.0 <= result["top1"] <= 1.0
     assert "faster" not in capstone.describe({"error": "x"}) and "×" in capstone.describe(result)
+
+
+def test_grader_scores_an_uncompressed_submission_on_each_budget_line(tmp_path):
+    """An fp32 export of the full-size CNN: it runs and is accurate, but is too big, too slow and has too many MACs."""
+    import nbformat
+
+    from course_lib.grading import grader
+
+    source = ROOT / "solutions" / "08_capstone.ipynb"
+    nb = nbformat.read(ROOT / "exercises" / "08_capstone.ipynb", as_version=4)
+    bodies = {
+        "train_compressed_model": "def train_compressed_model(split):\n    loaders = data.torch_loaders(split)\n"
+                                  "    model = capstone.cnn(seed=0)\n"
+                                  "    train.fit(model, loaders['train'], loaders['val'], epochs=15, progress=False)\n"
+                                  "    return model.eval()",
+        "export_artefact": "def export_artefact(model, calibration_images, folder):\n    Path(folder).mkdir(exist_ok=True)\n"
+                           "    return deploy.export_executorch(model, torch.as_tensor(calibration_images[:32]), Path(folder) / 'fp32.pte')",
+    }
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in bodies:
+            cell.source = bodies[grade_id]
+    submission = tmp_path / "subs" / "fp32" / "08_capstone.ipynb"
+    submission.parent.mkdir(parents=True)
+    nbformat.write(nb, submission)
+    [result] = grader.grade_batch([("fp32", submission)], source, tmp_path / "out", jobs=1, progress=False)
+    marks = {check.name if not check.hidden else "hidden": check.passed for cell in result.cells for check in cell.checks}
+    assert marks == {
+        "at most half the MACs of the course CNN": False,
+        "the file loads and returns 10 logits per image": True,
+        "at most 20,000 bytes gzip": False,
+        "at least 1.5× faster than the fp32 baseline in the same runtime": False,
+        "hidden": True,  # the full CNN is accurate on the hold-out
+    }, [(check.name, check.message) for cell in result.cells for check in cell.checks]
+    assert result.score == 4.0
+    feedback = (tmp_path / "out" / "feedback" / "fp32.md").read_text()
+    assert "measured .pte:" in feedback and "B gzip" in feedback and "top-1" not in feedback  # no hold-out score leaked
+
+
+def test_report_command_end_to_end(tmp_path):
+    """`python -m course_lib report` on a fresh process: every file written, every step and runtime measured."""
+    import subprocess
+    import sys
+
+    readme_before = (ROOT / "README.md").read_text(encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "course_lib", "report", "--out", str(tmp_path / "results")],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = capstone.load_results(tmp_path / "results" / "summary.json")
+    steps = {(capstone.step_of(Record.from_dict(r)), r["framework"]) for r in results["records"]}
+    assert len(results["records"]) == 15 and len(steps) == 15
+    assert (tmp_path / "results" / "tradeoffs.png").stat().st_size > 10_000
+    assert "Best artefact" in done.stdout and "capstone" in done.stderr  # the verdict, and the progress bar on stderr
+    table = capstone.check_budget([Record.from_dict(r) for r in results["records"]])
+    final = table[table["step"] == "int8"]
+    assert final["size_ok"].all() and final["accuracy_ok"].all()  # sizes and accuracy do not depend on the machine's load
+    assert (ROOT / "README.md").read_text(encoding="utf-8") == readme_before  # --out elsewhere leaves the README alone
+    assert not (tmp_path / "results" / "artefacts").exists()

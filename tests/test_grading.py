@@ -171,3 +171,22 @@ def test_grade_command_line(tmp_path):
     no_source = subprocess.run([sys.executable, "-m", "course_lib", "grade", str(SOURCE.parent / "none.ipynb")],
                                capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert no_source.returncode == 2
+
+
+def test_uid_leases_are_unique_across_grader_processes(tmp_path):
+    """Two graders at once must not share a uid: each kills every process of its uid when a submission ends."""
+    import subprocess
+    import sys
+
+    from course_lib.grading.sandbox import UidLease
+
+    first, second = UidLease(tmp_path), UidLease(tmp_path)
+    assert first.acquire() == BASE_UID and second.acquire() == BASE_UID + 1
+    code = ("import sys; from course_lib.grading.sandbox import UidLease; "
+            f"print(UidLease({str(tmp_path)!r}).acquire())")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert int(other.stdout.strip()) == BASE_UID + 2  # another process skips the uids this one holds
+    first.release()
+    with UidLease(tmp_path) as uid:
+        assert uid == BASE_UID  # released, so free again
+    second.release()

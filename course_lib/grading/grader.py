@@ -28,11 +28,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Queue
 from typing import Any, Callable, Iterable
 
 from course_lib.grading import checks, protocol
-from course_lib.grading.sandbox import BASE_UID, Limits, StudentGone, StudentProcess
+from course_lib.grading.sandbox import Limits, StudentGone, StudentProcess, UidLease, running_as_root
 
 BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
 END_HIDDEN = "### END HIDDEN TESTS"
@@ -332,12 +331,17 @@ def grade_submission(
     if problem:
         return failed(problem)
 
+    lease = UidLease() if uid is None and running_as_root() else None
+    if lease is not None:
+        uid = lease.acquire()  # a uid no other grader on this machine is using right now
     process = StudentProcess(submission, [t.grade_id for t in tests], limits, list(hide), uid)
     try:
         process.start()
         result = _run_tests(process, tests, failed)
     finally:
         process.close()  # also joins the thread that collects the process's output
+        if lease is not None:
+            lease.release()
     result.output = _tail(process)
     result.seconds = time.monotonic() - start
     result.student, result.submission, result.assignment = student, str(submission), source.stem
@@ -476,21 +480,16 @@ def grade_batch(
     # A submission's folder and the folder above it (submissions/<student>/NN.ipynb): no student reads another's.
     folders = [q for _, p in submissions for q in (p.parent, p.parent.parent)]
     hide = _paths_to_hide([source.parent, out_dir, *folders, *extra_hide])
-    uids: Queue[int] = Queue()
-    for slot in range(jobs):
-        uids.put(BASE_UID + slot)
 
     def one(student: str, path: Path) -> GradeResult:
-        uid = uids.get()
         try:
-            return grade_submission(path, source, student, limits, hide, uid, tests)
+            # uid=None: as root, grade_submission leases a uid that no grader on this machine holds
+            return grade_submission(path, source, student, limits, hide, None, tests)
         except SourceError:
             raise
         except Exception as exc:  # noqa: BLE001 - the batch goes on, the reason is recorded
             return GradeResult(student, str(path), source.stem, 0.0, sum(t.points for t in tests), "error",
                                f"grader error: {type(exc).__name__}: {exc}"[:300], _zero_cells(tests, "not graded"))
-        finally:
-            uids.put(uid)
 
     results: list[GradeResult] = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:

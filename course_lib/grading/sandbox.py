@@ -28,6 +28,49 @@ from course_lib.grading.protocol import MAX_MESSAGE_BYTES
 
 #: First uid handed to sandboxed submissions when grading as root (one uid per concurrent job).
 BASE_UID = 64000
+#: How many uids from BASE_UID the graders on one machine may use at once.
+UID_RANGE = 4096
+
+
+class UidLease:
+    """A uid for one sandboxed submission, unique across *every* grader process on this machine.
+
+    The grader kills every process of a submission's uid when it is done, so
+    two graders running at once (two ``make grade`` commands, or parallel
+    tests) must never hand out the same uid: each lease holds an exclusive
+    ``flock`` on a lock file named after its uid until it is released. The
+    kernel drops the lock if the grader dies, so a crash leaks nothing.
+    """
+
+    def __init__(self, lock_dir: str | Path | None = None) -> None:
+        self.lock_dir = Path(lock_dir or tempfile.gettempdir())
+        self.uid: int | None = None
+        self._fd: int | None = None
+
+    def acquire(self) -> int:
+        import fcntl
+
+        for uid in range(BASE_UID, BASE_UID + UID_RANGE):
+            fd = os.open(self.lock_dir / f"course_lib_grader_uid_{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.uid, self._fd = uid, fd
+            return uid
+        raise RuntimeError(f"all {UID_RANGE} grader uids from {BASE_UID} are in use; wait for other graders to finish")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd, self.uid = None, None
+
+    def __enter__(self) -> int:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass

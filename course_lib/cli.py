@@ -216,6 +216,24 @@ def machine_summary() -> dict[str, Any]:
     return {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], "versions": ", ".join(versions)}
 
 
+def render_command(out: str | None) -> int:
+    """Re-render summary.md (and, for the repository's results/, the README table) from an existing summary.json."""
+    from course_lib import capstone
+
+    out_dir = Path(out) if out else REPO_ROOT / "results"
+    try:
+        results = capstone.load_results(out_dir / "summary.json")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    (out_dir / "summary.md").write_text(capstone.summary_markdown(results), encoding="utf-8")
+    print(f"re-rendered {out_dir / 'summary.md'} from {out_dir / 'summary.json'} (nothing re-measured)")
+    if out_dir.resolve() == (REPO_ROOT / "results").resolve():
+        changed = capstone.update_readme(REPO_ROOT / "README.md", results)
+        print(f"README.md: results table {'updated' if changed else 'already up to date'}")
+    return 0
+
+
 def report_command(out: str | None, keep_artefacts: bool) -> int:
     """Run the capstone pipeline headless and write the results; return 0 on success.
 
@@ -306,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep = sub.add_parser("report", help="run the capstone pipeline headless; write results/ (table, JSON, plot)")
     p_rep.add_argument("--out", help="folder for summary.json, summary.md, tradeoffs.png (default: the repository's "
                        "results/, which also refreshes the README's results table)")
+    p_rep.add_argument("--render-only", action="store_true",
+                       help="measure nothing: re-render summary.md and the README table from the existing summary.json")
     p_rep.add_argument("--keep-artefacts", action="store_true", help="keep the .pte/.onnx/.tflite files in OUT/artefacts")
 
     args = parser.parse_args(argv)
@@ -324,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if args.command == "report":
+        if args.render_only:
+            return render_command(args.out)
         return report_command(args.out, args.keep_artefacts)
     parser.error(f"unknown command {args.command}")
     return 2

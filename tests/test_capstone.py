@@ -100,6 +100,12 @@ def test_report_command_is_wired(monkeypatch, tmp_path):
     assert cli.main(["report", "--out", str(tmp_path), "--keep-artefacts"]) == 0
     assert calls == {"out": str(tmp_path), "keep": True}
     assert cli.main(["report"]) == 0 and calls["out"] is None  # the repository's results/ (and README)
+    # --render-only measures nothing: it re-renders summary.md from the JSON, and says so when there is none
+    capstone.write_results(RECORDS, tmp_path / "r", _results())
+    (tmp_path / "r" / "summary.md").write_text("stale")
+    assert cli.main(["report", "--render-only", "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "summary.md").read_text().startswith("# Capstone results")
+    assert cli.main(["report", "--render-only", "--out", str(tmp_path / "none")]) == 2
     assert set(cli.machine_summary()) == {"cpu", "cores", "python", "versions"}
 
 

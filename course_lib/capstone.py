@@ -24,9 +24,7 @@ hold-out split itself, in a separate process, against a baseline it builds.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
@@ -362,30 +360,34 @@ def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
     Under the course's grader, accuracy is measured on the hold-out half of
     the test set (:func:`holdout`); in a learner's own notebook, on the
     half the learner has (``exercise_split().x_test``), so the hold-out
-    stays unseen. The bytes are written to a fresh folder and measured by
-    :func:`measure_for_grading` in a separate Python process with a
-    timeout, so a malformed file that crashes or hangs a runtime costs the
-    learner the checks, never the grader its run. Returns the measurements,
-    or ``{"error": "..."}`` saying what went wrong.
+    stays unseen. The bytes (and the grader's baseline file) are measured
+    by :func:`measure_for_grading` in a fresh process confined like a
+    submission (:func:`course_lib.grading.sandbox.run_confined`: its own uid
+    and private mounts when grading as root, limits, a timeout): the file
+    is untrusted input to native parsers, so a file that crashes or hangs a
+    runtime costs the learner the checks, and nothing it could exploit runs
+    with the grader's privileges. Returns the measurements, or
+    ``{"error": "..."}`` saying what went wrong.
     """
     if not isinstance(payload, dict) or payload.get("format") not in FORMATS or not isinstance(payload.get("data"), np.ndarray):
         return {"error": "no artefact: the submission must set ARTEFACT to the path of a .pte, .onnx or .tflite file"}
     blob = np.asarray(payload["data"])
     if blob.size > MAX_ARTEFACT_BYTES or blob.size == 0 or blob.min() < 0 or blob.max() > 255:
         return {"error": "the artefact is empty, too large or not bytes"}
-    baseline = baseline_artefact(payload["format"])
-    with tempfile.TemporaryDirectory(prefix="capstone-grade-") as folder:
-        path = Path(folder) / f"submission{payload['format']}"
-        path.write_bytes(blob.astype(np.uint8).tobytes())
-        env = dict(os.environ, OMP_NUM_THREADS="1", COURSE_LIB_MAX_THREADS="1")
-        code = ("import json, sys, course_lib as cl; cl.setup(threads=1); from course_lib import capstone; "
-                "print('RESULT' + json.dumps(capstone.measure_for_grading(*sys.argv[1:4])))")
-        on = "holdout" if _under_grader() else "test"
-        try:
-            done = subprocess.run([sys.executable, "-c", code, str(path), str(baseline), on], capture_output=True, text=True,
-                                  timeout=timeout_s, env=env, cwd=folder)
-        except subprocess.TimeoutExpired:
-            return {"error": f"measuring the artefact took longer than {timeout_s:.0f} s"}
+    from course_lib.grading.sandbox import Limits, run_confined
+
+    fmt = payload["format"]
+    files = {f"submission{fmt}": blob.astype(np.uint8).tobytes(), f"baseline{fmt}": baseline_artefact(fmt).read_bytes()}
+    code = ("import json, sys, course_lib as cl; cl.setup(threads=1); from course_lib import capstone; "
+            "print('RESULT' + json.dumps(capstone.measure_for_grading(*sys.argv[1:4])))")
+    on = "holdout" if _under_grader() else "test"
+    repository = Path(__file__).resolve().parent.parent
+    hide = [repository / name for name in ("solutions", "tests") if (repository / name).is_dir()]
+    returncode, stdout, stderr = run_confined(["-c", code, f"submission{fmt}", f"baseline{fmt}", on], files,
+                                              Limits(timeout_s=timeout_s), hide)
+    if returncode is None:
+        return {"error": f"measuring the artefact took longer than {timeout_s:.0f} s"}
+    done = subprocess.CompletedProcess([], returncode, stdout, stderr)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
     if done.returncode != 0 or not lines:
         last = next((line for line in reversed(done.stderr.strip().splitlines()) if line.strip()), f"exit code {done.returncode}")

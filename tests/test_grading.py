@@ -190,3 +190,21 @@ def test_uid_leases_are_unique_across_grader_processes(tmp_path):
     with UidLease(tmp_path) as uid:
         assert uid == BASE_UID  # released, so free again
     second.release()
+
+
+def test_run_confined_runs_trusted_code_on_untrusted_files_without_the_graders_privileges(tmp_path):
+    """What capstone.grade_artefact uses to parse a learner's model file: the jail, limits, a timeout."""
+    from course_lib.grading.sandbox import run_confined
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "answers.txt").write_text("42")
+    code = ("import os, sys; print(os.getuid(), open('data.bin', 'rb').read().decode(), "
+            f"os.path.exists({str(secret / 'answers.txt')!r}))")
+    returncode, out, _ = run_confined(["-c", code], {"data.bin": b"hello"}, Limits(timeout_s=60), hide=[secret])
+    uid, data, sees_secret = out.split()
+    assert returncode == 0 and data == "hello"
+    if running_as_root():
+        assert int(uid) >= BASE_UID and sees_secret == "False"
+    returncode, _, _ = run_confined(["-c", "while True: pass"], {}, Limits(timeout_s=3))
+    assert returncode is None  # timed out, and killed

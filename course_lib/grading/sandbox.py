@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from course_lib.grading.protocol import MAX_MESSAGE_BYTES
 
@@ -129,6 +129,98 @@ def _kill_uid(uid: int) -> None:
         time.sleep(0.05)
 
 
+def jail_config(scratch: Path, uid: int | None, limits: Limits, hide: list[str]) -> dict[str, Any]:
+    """The configuration :mod:`course_lib.grading.jail` confines a process with: scrubbed environment, limits, uid."""
+    import course_lib
+
+    home = "/tmp" if uid is not None else str(scratch)  # the jail mounts a private /tmp only when root
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": home,
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        # course_lib.setup(threads=N) honours this cap: jobs run in parallel, one thread each.
+        "COURSE_LIB_MAX_THREADS": "1",
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    # Some CPUs here need these for OpenBLAS to compute correctly (see the machine notes).
+    env.update({k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")})
+    processes = limits.processes
+    if uid is None:
+        # Without a uid of its own the process limit counts all of this user's processes.
+        processes += len(_processes_of(os.getuid()))
+    needed = sorted({os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
+                     str(Path(course_lib.__file__).resolve().parent)})
+    return {
+        "scratch": str(scratch),
+        "needed": needed,
+        "hide": hide,
+        "uid": uid,
+        "env": env,
+        "memory_bytes": limits.memory_bytes,
+        "cpu_seconds": limits.cpu_seconds,
+        "processes": processes,
+        "file_bytes": limits.file_bytes,
+        "tmp_size": "256m",
+    }
+
+
+def run_confined(
+    python_args: list[str], files: dict[str, bytes], limits: Limits, hide: Sequence[str | Path] = (),
+) -> tuple[int | None, str, str]:
+    """Run trusted ``python -I python_args...`` confined like a submission, on untrusted ``files``.
+
+    For work on a learner's *data* (a model file parsed by a native runtime,
+    say) that must not run with the grader's privileges: the process gets the
+    jail (own uid and private mounts when root, limits always) and a fresh
+    scratch directory, its working directory, holding ``files``. Returns the
+    exit code (``None`` after the timeout, when everything it started is
+    killed), stdout and stderr.
+    """
+    lease = UidLease() if running_as_root() else None
+    uid = lease.acquire() if lease is not None else None
+    run_dir = Path(tempfile.mkdtemp(prefix="course_lib_confined_"))
+    process: subprocess.Popen[str] | None = None
+    try:
+        os.chmod(run_dir, 0o711)
+        scratch = run_dir / "scratch"
+        scratch.mkdir(mode=0o700)
+        for name, blob in files.items():
+            (scratch / name).write_bytes(blob)
+        if uid is not None:
+            for path in [scratch, *scratch.iterdir()]:
+                os.chown(path, uid, uid)
+        config = jail_config(scratch, uid, limits, [str(Path(h).resolve()) for h in hide])
+        command = [sys.executable, "-I", "-B", *python_args]
+        jail = [sys.executable, "-I", "-m", "course_lib.grading.jail", json.dumps(config), "--", *command]
+        process = subprocess.Popen(jail, cwd=scratch, env={"PATH": config["env"]["PATH"], "LANG": "C.UTF-8"},
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        try:
+            out, err = process.communicate(timeout=limits.timeout_s)
+            return process.returncode, out, err
+        except subprocess.TimeoutExpired:
+            return None, "", ""
+    finally:
+        if process is not None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            process.communicate()
+        if uid is not None:
+            _kill_uid(uid)
+        if lease is not None:
+            lease.release()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 class StudentProcess:
     """The sandboxed process that runs one submission and answers the grader's requests."""
 
@@ -169,45 +261,8 @@ class StudentProcess:
 
         request_r, self._request_w = os.pipe()
         self._response_r, response_w = os.pipe()
-        private_tmp = self.uid is not None  # the jail mounts a private /tmp only when root
-        home = "/tmp" if private_tmp else str(self.scratch)
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": home,
-            "TMPDIR": home,
-            "LANG": "C.UTF-8",
-            "MPLBACKEND": "Agg",
-            "OMP_NUM_THREADS": "1",
-            # course_lib.setup(threads=N) honours this cap: jobs run in parallel, one thread each.
-            "COURSE_LIB_MAX_THREADS": "1",
-            "TF_USE_LEGACY_KERAS": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONHASHSEED": "0",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-        # Some CPUs here need these for OpenBLAS to compute correctly (see the machine notes).
-        env.update({k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")})
-        processes = self.limits.processes
-        if self.uid is None:
-            # Without a uid of its own the process limit counts all of this user's processes.
-            processes += len(_processes_of(os.getuid()))
-        import course_lib
-
-        needed = sorted({os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
-                         str(Path(course_lib.__file__).resolve().parent)})
-        config = {
-            "scratch": str(self.scratch),
-            "needed": needed,
-            "hide": self.hide,
-            "uid": self.uid,
-            "env": env,
-            "memory_bytes": self.limits.memory_bytes,
-            "cpu_seconds": self.limits.cpu_seconds,
-            "processes": processes,
-            "file_bytes": self.limits.file_bytes,
-            "tmp_size": "256m",
-        }
+        config = jail_config(self.scratch, self.uid, self.limits, self.hide)
+        env = config["env"]
         # -I ignores PYTHON* variables, so unbuffered output (-u) and no .pyc writes (-B) are flags.
         child = [sys.executable, "-I", "-u", "-B", "-m", "course_lib.grading.child", "submission.ipynb",
                  str(request_r), str(response_w), json.dumps(self.skip_ids)]

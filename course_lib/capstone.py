@@ -24,7 +24,6 @@ hold-out split itself, in a separate process, against a baseline it builds.
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
@@ -41,8 +40,6 @@ from course_lib.report import Record
 
 #: Steps of the pipeline, in order.
 STEPS = ("baseline", "design", "pruned", "int8")
-#: The runtimes every step is measured in (framework names of :class:`Record`).
-RUNTIMES = ("pytorch", "executorch", "onnxruntime", "litert")
 
 
 @dataclass(frozen=True)
@@ -387,10 +384,9 @@ def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
                                               Limits(timeout_s=timeout_s), hide)
     if returncode is None:
         return {"error": f"measuring the artefact took longer than {timeout_s:.0f} s"}
-    done = subprocess.CompletedProcess([], returncode, stdout, stderr)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
-    if done.returncode != 0 or not lines:
-        last = next((line for line in reversed(done.stderr.strip().splitlines()) if line.strip()), f"exit code {done.returncode}")
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT")]
+    if returncode != 0 or not lines:
+        last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), f"exit code {returncode}")
         return {"error": f"the artefact could not be run: {last[:300]}"}
     return json.loads(lines[-1][len("RESULT"):])
 
@@ -406,11 +402,6 @@ def describe(result: dict[str, Any], accuracy: bool = True) -> str:
     text = (f"measured {result['format']}: {result['gzip_bytes']:,} B gzip (fp32 baseline {result['baseline_gzip_bytes']:,} B); "
             f"{result['latency_ms']:.3f} ms vs baseline {result['baseline_latency_ms']:.3f} ms ({result['speedup']:.2f}× faster)")
     return text + (f"; top-1 {result['top1']:.3f} on the {result['evaluated_on']} images" if accuracy else "")
-
-
-def budget_to_dict(budget: Budget) -> dict[str, float]:
-    """The budget as plain data (stored in ``summary.json``)."""
-    return asdict(budget)
 
 
 # --- the results report (``python -m course_lib report``) ----------------------------------------
@@ -520,7 +511,7 @@ def write_results(records: list[Record], folder: str | Path, meta: dict[str, Any
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    results = dict(meta, budget=budget_to_dict(budget), records=[r.to_dict() for r in records])
+    results = dict(meta, budget=asdict(budget), records=[r.to_dict() for r in records])
     paths = {"json": folder / "summary.json", "markdown": folder / "summary.md", "plot": folder / "tradeoffs.png"}
     paths["json"].write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["markdown"].write_text(summary_markdown(results), encoding="utf-8")

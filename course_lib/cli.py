@@ -216,11 +216,24 @@ def machine_summary() -> dict[str, Any]:
     return {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], "versions": ", ".join(versions)}
 
 
+def _results_dir(out: str | None) -> tuple[Path, bool]:
+    """The folder results go to, and whether it is the repository's ``results/`` (the README table's source)."""
+    out_dir = Path(out) if out else REPO_ROOT / "results"
+    return out_dir, out_dir.resolve() == (REPO_ROOT / "results").resolve()
+
+
+def _refresh_readme(results: dict[str, Any]) -> None:
+    from course_lib import capstone
+
+    changed = capstone.update_readme(REPO_ROOT / "README.md", results)
+    print(f"README.md: results table {'updated' if changed else 'already up to date'}")
+
+
 def render_command(out: str | None) -> int:
     """Re-render summary.md (and, for the repository's results/, the README table) from an existing summary.json."""
     from course_lib import capstone
 
-    out_dir = Path(out) if out else REPO_ROOT / "results"
+    out_dir, into_repository = _results_dir(out)
     try:
         results = capstone.load_results(out_dir / "summary.json")
     except (FileNotFoundError, ValueError) as exc:
@@ -228,9 +241,8 @@ def render_command(out: str | None) -> int:
         return 2
     (out_dir / "summary.md").write_text(capstone.summary_markdown(results), encoding="utf-8")
     print(f"re-rendered {out_dir / 'summary.md'} from {out_dir / 'summary.json'} (nothing re-measured)")
-    if out_dir.resolve() == (REPO_ROOT / "results").resolve():
-        changed = capstone.update_readme(REPO_ROOT / "README.md", results)
-        print(f"README.md: results table {'updated' if changed else 'already up to date'}")
+    if into_repository:
+        _refresh_readme(results)
     return 0
 
 
@@ -255,10 +267,8 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
     cl.setup(seed=0, threads=2)
     cl.import_tensorflow()  # after course_lib (see README, Troubleshooting); the LiteRT files need the Keras twin
     from course_lib import capstone, data
-    from course_lib.report import Record
 
-    out_dir = Path(out) if out else REPO_ROOT / "results"
-    into_repository = out_dir.resolve() == (REPO_ROOT / "results").resolve()
+    out_dir, into_repository = _results_dir(out)
     work = out_dir / "artefacts" if keep_artefacts else Path(tempfile.mkdtemp(prefix="capstone-"))
     bar = tqdm(total=len(stages) + 1, desc="capstone", unit="stage")
 
@@ -283,17 +293,13 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
         bar.close()
         if not keep_artefacts:
             shutil.rmtree(work, ignore_errors=True)
-    results = capstone.load_results(paths["json"])
-    records = [Record.from_dict(r) for r in results["records"]]
     print()
     print(capstone.budget_markdown(records))
     print()
     print(capstone.verdict(records))
-    print(f"\nwrote {paths['json']}, {paths['markdown']}, {paths['plot']} in {results['seconds']:.0f} s")
+    print(f"\nwrote {paths['json']}, {paths['markdown']}, {paths['plot']} in {meta['seconds']:.0f} s")
     if into_repository:
-        readme = REPO_ROOT / "README.md"
-        changed = capstone.update_readme(readme, results)
-        print(f"{readme}: results table {'updated' if changed else 'already up to date'}")
+        _refresh_readme(capstone.load_results(paths["json"]))  # exactly what the README test will render
     return 0
 
 

@@ -248,6 +248,15 @@ class LatencyStats:
     batch_size: int | None
     samples_ms: list[float] = field(default_factory=list, repr=False)
 
+    @classmethod
+    def from_samples(cls, samples_ms: list[float], warmup: int, threads: int | None, batch_size: int | None) -> "LatencyStats":
+        """Median, p90, mean, min and max of timed calls (milliseconds)."""
+        return cls(
+            median_ms=statistics.median(samples_ms), p90_ms=float(np.percentile(samples_ms, 90)),
+            mean_ms=statistics.fmean(samples_ms), min_ms=min(samples_ms), max_ms=max(samples_ms),
+            repeats=len(samples_ms), warmup=warmup, threads=threads, batch_size=batch_size, samples_ms=samples_ms,
+        )
+
     def summary(self) -> dict[str, Any]:
         """The statistics without the raw samples, for tables."""
         d = asdict(self)
@@ -328,18 +337,7 @@ def measure_latency(
         used_threads = torch.get_num_threads() if isinstance(target, nn.Module) else threads
     finally:
         torch.set_num_threads(previous)
-    return LatencyStats(
-        median_ms=statistics.median(samples),
-        p90_ms=float(np.percentile(samples, 90)),
-        mean_ms=statistics.fmean(samples),
-        min_ms=min(samples),
-        max_ms=max(samples),
-        repeats=repeats,
-        warmup=warmup,
-        threads=used_threads,
-        batch_size=_batch_size(inputs),
-        samples_ms=samples,
-    )
+    return LatencyStats.from_samples(samples, warmup, used_threads, _batch_size(inputs))
 
 
 def measure_latency_interleaved(
@@ -372,16 +370,9 @@ def measure_latency_interleaved(
         for name in order:
             target, inputs = targets[name]
             samples[name] += measure_latency(target, inputs, warmup=warmup, repeats=repeats, threads=threads).samples_ms
-    return {
-        name: LatencyStats(
-            median_ms=statistics.median(values), p90_ms=float(np.percentile(values, 90)),
-            mean_ms=statistics.fmean(values), min_ms=min(values), max_ms=max(values),
-            repeats=len(values), warmup=warmup * rounds,
-            threads=threads if threads is not None else torch.get_num_threads(),
-            batch_size=_batch_size(targets[name][1]), samples_ms=values,
-        )
-        for name, values in samples.items()
-    }
+    used_threads = threads if threads is not None else torch.get_num_threads()
+    return {name: LatencyStats.from_samples(values, warmup * rounds, used_threads, _batch_size(targets[name][1]))
+            for name, values in samples.items()}
 
 
 def measure_latency_in_subprocess(

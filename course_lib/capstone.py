@@ -17,15 +17,14 @@ baseline *in the same runtime*: gzip size ratio, batch-1 one-thread speedup
 and top-1 change — the budget the lecture states.
 
 The graded capstone (exercise 08) scores a learner's artefact with
-:func:`grade_artefact`: the grader measures size, latency and accuracy on a
-hold-out split itself, in a separate process, against a baseline it builds.
+:func:`course_lib.grading.artefact.grade_artefact`: the grader measures size,
+latency and accuracy on a hold-out split itself, in a separate confined
+process, against a baseline it builds.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -225,183 +224,6 @@ def best_artefact(table: Any) -> Any:
         return meeting.sort_values(["speedup", "size_ratio"], ascending=False).iloc[0]
     lines_met = files[["size_ok", "speed_ok", "accuracy_ok"]].sum(axis=1)
     return files.assign(lines=lines_met).sort_values(["lines", "size_ratio"], ascending=False).iloc[0]
-
-
-# --- the graded capstone: the grader's own measurement -------------------------------------------
-
-#: Largest artefact the grader accepts (bytes).
-MAX_ARTEFACT_BYTES = 4 << 20  # the grader's protocol carries at most 4 M array elements
-FORMATS = (".pte", ".onnx", ".tflite")
-
-
-def exercise_split() -> data.Split:
-    """The digits split of the graded capstone: the lectures' train and val, and *half* of their test set.
-
-    The other half (:func:`holdout`) is what the grader scores accuracy on.
-    It is held out by convention, not secrecy — scikit-learn ships all 1,797
-    images — so that accuracy is measured on images no choice was tuned on.
-    """
-    split = data.load_digits()
-    split.x_test, split.y_test = split.x_test[0::2].copy(), split.y_test[0::2].copy()
-    split.name = "digits8-capstone"
-    return split
-
-
-def holdout() -> tuple[np.ndarray, np.ndarray]:
-    """The grader's hold-out images and labels (225; the half of the test set :func:`exercise_split` leaves out)."""
-    split = data.load_digits()
-    return split.x_test[1::2].copy(), split.y_test[1::2].copy()
-
-
-def artefact_payload(path: str | Path) -> dict[str, Any]:
-    """A learner's artefact as data the grader can take: ``{"format": ".pte", "data": uint8 array}``.
-
-    Runs in the learner's process. An ``.onnx`` with external weights is
-    packed into one file first, so what the grader measures is the whole model.
-    """
-    path = Path(path)
-    if path.suffix not in FORMATS:
-        raise ValueError(f"the artefact must be a {', '.join(FORMATS)} file, got {path.name!r}")
-    if not path.is_file():
-        raise FileNotFoundError(f"no artefact at {path}: save your compressed model there first")
-    if path.suffix == ".onnx":
-        import onnx
-
-        blob = onnx.load(str(path)).SerializeToString()  # external data is loaded into the proto
-    else:
-        blob = path.read_bytes()
-    if len(blob) > MAX_ARTEFACT_BYTES:
-        raise ValueError(f"{path.name} has {len(blob):,} bytes; the grader accepts at most {MAX_ARTEFACT_BYTES:,}")
-    return {"format": path.suffix, "data": np.frombuffer(blob, dtype=np.uint8)}
-
-
-_BASELINE_LOCK = threading.Lock()
-_BASELINE_DIR: dict[str, Path] = {}
-
-
-def baseline_artefact(fmt: str) -> Path:
-    """The fp32 baseline CNN as a ``fmt`` file, built once per process (weights do not change latency)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    with _BASELINE_LOCK:
-        if fmt not in _BASELINE_DIR:
-            folder = Path(tempfile.mkdtemp(prefix="capstone-baseline-"))
-            model = cnn(seed=0)
-            example = torch.as_tensor(data.load_digits().x_train[:32])
-            if fmt == ".pte":
-                path = deploy.export_executorch(model, example, folder / "baseline.pte")
-            elif fmt == ".onnx":
-                from course_lib.onnx_io import export_onnx
-
-                path = export_onnx(model, example, folder / "baseline.onnx", external_data=False)
-            else:
-                from course_lib import tflite
-                from course_lib.models.keras_twin import keras_twin_of
-
-                path = folder / "baseline.tflite"
-                tflite.convert_keras(keras_twin_of(model), "fp32", path=path)
-            _BASELINE_DIR[fmt] = path
-        return _BASELINE_DIR[fmt]
-
-
-def measure_for_grading(
-    path: str | Path, baseline: str | Path, on: str = "holdout", rounds: int = 5, repeats: int = 100,
-) -> dict[str, Any]:
-    """Size, latency ratio to ``baseline`` and top-1 of one artefact (runs in a child process).
-
-    ``on`` is ``"holdout"`` (the grader) or ``"test"`` (the exercise's own
-    test half, for a learner checking their work).
-
-    Latency is batch 1 on one thread, the artefact and the baseline timed in
-    alternating rounds so that a busy machine slows both alike; the speedup
-    is the ratio of their medians.
-    """
-    from course_lib.measure import measure_latency_interleaved
-
-    path, baseline = Path(path), Path(baseline)
-    if on not in ("holdout", "test"):
-        raise ValueError(f"on must be 'holdout' or 'test', got {on!r}")
-    if on == "holdout":
-        x, y = holdout()
-    else:
-        split = exercise_split()
-        x, y = split.x_test, split.y_test
-    x_run = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if path.suffix == ".tflite" else x
-    with deploy.executorch_threads(1 if path.suffix == ".pte" else None):
-        model = deploy.load_artefact(path)
-        reference = deploy.load_artefact(baseline)
-        logits = np.asarray(model.predict(x_run))
-        if logits.shape != (len(y), 10):
-            raise ValueError(f"the artefact returned logits of shape {logits.shape}; expected ({len(y)}, 10)")
-        stats = measure_latency_interleaved({"ours": (model, x_run[:1]), "baseline": (reference, x_run[:1])},
-                                            rounds=rounds, repeats=repeats, threads=1)
-    raw, gz = deploy.artefact_bytes(path)
-    _, base_gz = deploy.artefact_bytes(baseline)
-    latency, base_latency = stats["ours"].median_ms, stats["baseline"].median_ms
-    return {
-        "format": path.suffix, "bytes": raw, "gzip_bytes": gz, "baseline_gzip_bytes": base_gz,
-        "latency_ms": latency, "baseline_latency_ms": base_latency, "speedup": base_latency / latency,
-        "top1": float((logits.argmax(1) == y).mean()), "evaluated_on": on, "images": int(len(y)),
-    }
-
-
-def _under_grader() -> bool:
-    from course_lib.grading import checks
-
-    return checks._recorder() is not None
-
-
-def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
-    """The grader's measurement of a learner's artefact (a dict from :func:`artefact_payload`).
-
-    Under the course's grader, accuracy is measured on the hold-out half of
-    the test set (:func:`holdout`); in a learner's own notebook, on the
-    half the learner has (``exercise_split().x_test``), so the hold-out
-    stays unseen. The bytes (and the grader's baseline file) are measured
-    by :func:`measure_for_grading` in a fresh process confined like a
-    submission (:func:`course_lib.grading.sandbox.run_confined`: its own uid
-    and private mounts when grading as root, limits, a timeout): the file
-    is untrusted input to native parsers, so a file that crashes or hangs a
-    runtime costs the learner the checks, and nothing it could exploit runs
-    with the grader's privileges. Returns the measurements, or
-    ``{"error": "..."}`` saying what went wrong.
-    """
-    if not isinstance(payload, dict) or payload.get("format") not in FORMATS or not isinstance(payload.get("data"), np.ndarray):
-        return {"error": "no artefact: the submission must set ARTEFACT to the path of a .pte, .onnx or .tflite file"}
-    blob = np.asarray(payload["data"])
-    if blob.size > MAX_ARTEFACT_BYTES or blob.size == 0 or blob.min() < 0 or blob.max() > 255:
-        return {"error": "the artefact is empty, too large or not bytes"}
-    from course_lib.grading.sandbox import Limits, run_confined
-
-    fmt = payload["format"]
-    files = {f"submission{fmt}": blob.astype(np.uint8).tobytes(), f"baseline{fmt}": baseline_artefact(fmt).read_bytes()}
-    code = ("import json, sys, course_lib as cl; cl.setup(threads=1); from course_lib import capstone; "
-            "print('RESULT' + json.dumps(capstone.measure_for_grading(*sys.argv[1:4])))")
-    on = "holdout" if _under_grader() else "test"
-    repository = Path(__file__).resolve().parent.parent
-    hide = [repository / name for name in ("solutions", "tests") if (repository / name).is_dir()]
-    returncode, stdout, stderr = run_confined(["-c", code, f"submission{fmt}", f"baseline{fmt}", on], files,
-                                              Limits(timeout_s=timeout_s), hide)
-    if returncode is None:
-        return {"error": f"measuring the artefact took longer than {timeout_s:.0f} s"}
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT")]
-    if returncode != 0 or not lines:
-        last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), f"exit code {returncode}")
-        return {"error": f"the artefact could not be run: {last[:300]}"}
-    return json.loads(lines[-1][len("RESULT"):])
-
-
-def describe(result: dict[str, Any], accuracy: bool = True) -> str:
-    """One line of the grader's measurement, for feedback and for the learner's own check.
-
-    ``accuracy=False`` leaves top-1 out (feedback on size and speed must not
-    reveal the hold-out score).
-    """
-    if "error" in result:
-        return result["error"]
-    text = (f"measured {result['format']}: {result['gzip_bytes']:,} B gzip (fp32 baseline {result['baseline_gzip_bytes']:,} B); "
-            f"{result['latency_ms']:.3f} ms vs baseline {result['baseline_latency_ms']:.3f} ms ({result['speedup']:.2f}× faster)")
-    return text + (f"; top-1 {result['top1']:.3f} on the {result['evaluated_on']} images" if accuracy else "")
 
 
 # --- the results report (``python -m course_lib report``) ----------------------------------------

@@ -14,18 +14,23 @@ expected, what came back and a hint. Under the course's grader the same
 line means something else: the grader executes the cell *in its own
 process*, the student's names are proxies to a separate sandboxed process,
 the value comes back as plain data, and :func:`compare` runs in the grader.
-Nothing the student's code defines can change the comparison.
+Nothing the student's code defines can change the comparison, and a fact
+about a learner's model (its sparsity, MACs, accuracy) is measured by the
+grader from a snapshot (:mod:`course_lib.grading.trusted`), never computed
+in the learner's process.
 
 Rules for authors: put each ``check(...)`` at the top level of a test cell
 (not in a loop or function), one per line, with a literal or
-grader-computable ``expected``.
+grader-computable ``expected`` (never a value the learner's code returned:
+:func:`course_lib.grading.trust.untrusted_expected` refuses such a source).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -158,15 +163,23 @@ def check(
     raise AssertionError(message)
 
 
-def in_student(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a library ``function`` (e.g. ``measure.count_parameters``) on the learner's objects.
+_SEED_LOCK = threading.Lock()
 
-    In a notebook this is just ``function(*args, **kwargs)``. Under the grader,
-    where the learner's objects live in the sandboxed process, the call runs
-    there and only its result comes back (as data). Use it in test cells when
-    a check needs a library function applied to something the learner built.
+
+@contextlib.contextmanager
+def seeded_torch(seed: int) -> Iterator[None]:
+    """Build something with PyTorch's global generator seeded, as a learner's notebook did.
+
+    Test cells run in the grader, several submissions at once in threads:
+    the lock keeps another test's random draws out, and the generator's
+    state is restored afterwards.
     """
-    recorder = _recorder()
-    if recorder is not None:
-        return recorder.call_in_student(function, args, kwargs)
-    return function(*args, **kwargs)
+    import torch
+
+    with _SEED_LOCK, torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
+class MeasurementError(Exception):
+    """The grader could not measure a learner's object (it would not export, load or run)."""

@@ -8,7 +8,10 @@
    cost the others.
 2. Reports ``ready`` and then answers the grader's requests: call a name
    defined by the notebook with arguments the grader sent, read an attribute
-   or item, or turn an object into plain data. Answers are JSON only.
+   or item, turn an object into plain data, or snapshot a model as data
+   (:mod:`course_lib.grading.snapshot`) for the grader to measure itself.
+   Answers are JSON only. No library function is ever run here on the
+   grader's behalf to compute a checked value.
 
 The test cells' code, the expected values and the comparisons never come
 here; this process only ever sees the arguments of the calls it is asked to
@@ -101,15 +104,13 @@ def main(argv: list[str]) -> None:
             op = request["op"]
             if op == "quit":
                 break
-            if op == "call_function":  # a library function, named by module and qualified name
-                import importlib
+            target = resolve(request["ref"])
+            if op == "snapshot":  # the object as data for the grader to measure (see grading.snapshot)
+                from course_lib.grading import snapshot
 
-                target: Any = importlib.import_module(request["module"])
-                for part in request["qualname"].split("."):
-                    target = getattr(target, part)
-            else:
-                target = resolve(request["ref"])
-            if op in ("call", "call_function"):
+                args, _ = protocol.load_args(request["args"], resolve)
+                value = snapshot.KINDS[request["kind"]](target, *args)
+            elif op == "call":
                 args, kwargs = protocol.load_args(request["args"], resolve)
                 value = target(*args, **kwargs)
             elif op == "getattr":

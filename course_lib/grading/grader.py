@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from course_lib.grading import checks, protocol
+from course_lib.grading import checks, protocol, snapshot, trust
 from course_lib.grading.sandbox import Limits, StudentGone, StudentProcess, UidLease, running_as_root
 
 BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -113,6 +113,16 @@ def load_tests(source_path: Path) -> list[TestCell]:
         cells.append(parse_test_cell(grade_id, meta.get("points", 0), cell.source))
     if not cells:
         raise SourceError(f"{source_path} has no test cells (code cells with nbgrader grade=true)")
+    bound: set[str] = set()  # names earlier test cells define are the grader's, not the learner's
+    for cell in cells:
+        tree = ast.parse(cell.source)
+        learner_names = _free_names(tree) - bound
+        lines = trust.untrusted_expected([stmt for stmt, _, _ in cell.statements], learner_names, _is_check_call)
+        if lines:
+            raise SourceError(f"{source_path}: test cell {cell.grade_id!r}, line {lines[0]}: expected depends on a value "
+                              "from the learner's code; compute it in the test (or with course_lib.grading.trusted)")
+        bound |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        bound |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
     return cells
 
 
@@ -141,6 +151,9 @@ class Session:
 
 class Remote:
     """Stands for an object that lives in the student's process."""
+
+    #: How the protocol and :mod:`course_lib.grading.trusted` recognise a proxy (not by its class name).
+    is_remote_proxy = True
 
     def __init__(self, session: Session, ref: dict[str, Any], type_name: str = "") -> None:
         object.__setattr__(self, "_session", session)
@@ -201,12 +214,12 @@ class Recorder:
         ok, why = checks.compare(value, expected, rtol, atol)
         self.results.append(CheckResult(name, self.hidden, ok, "" if ok else why, hint))
 
-    def call_in_student(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        module, qualname = getattr(function, "__module__", None), getattr(function, "__qualname__", None)
-        if not module or not qualname or "<" in qualname:
-            raise SourceError("in_student() needs a function importable by module and name")
-        return self.session.ask({"op": "call_function", "module": module, "qualname": qualname,
-                                 "args": protocol.dump_args(args, kwargs)})
+    def snapshot(self, kind: str, remote: Remote, args: tuple[Any, ...]) -> Any:
+        """Ask the student's process for a snapshot (data) of one of its objects; see :mod:`.snapshot`."""
+        if kind not in snapshot.KINDS:
+            raise SourceError(f"unknown snapshot kind {kind!r}")
+        return self.session.ask({"op": "snapshot", "kind": kind, "ref": remote._grading_ref,
+                                 "args": protocol.dump_args(args, {})})
 
 
 def _free_names(tree: ast.AST) -> set[str]:
@@ -266,7 +279,6 @@ def run_test_cell(test: TestCell, session: Session, namespace: dict[str, Any]) -
     """Execute one test cell here, against the student's process; score its checks."""
     recorder = Recorder(session)
     namespace.setdefault("check", checks.check)  # always the grader's, even if the cell forgot the import
-    namespace.setdefault("in_student", checks.in_student)
     for name in _free_names(ast.parse(test.source)):
         namespace.setdefault(name, Remote(session, {"name": name}))
     checks.set_recorder(recorder)

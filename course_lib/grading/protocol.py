@@ -25,6 +25,10 @@ import numpy as np
 
 #: Largest array (elements) a result may carry; larger results are refused, not truncated.
 MAX_ARRAY_ELEMENTS = 4_000_000
+#: Largest ``bytes`` value (a model file) a result may carry.
+MAX_BYTES = 32 << 20
+#: Deepest nesting of lists and dicts a result may have.
+MAX_DEPTH = 20
 #: Largest response line the grader reads (bytes).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -43,8 +47,8 @@ class Handles:
 
 def encode(value: Any, handles: Handles, depth: int = 0) -> Any:
     """Turn a student-side value into JSON-safe plain data (student side)."""
-    if depth > 20:
-        raise ValueError("result nested more than 20 levels deep")
+    if depth > MAX_DEPTH:
+        raise ValueError(f"result nested more than {MAX_DEPTH} levels deep")
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else bool(value)
     if isinstance(value, (int, np.integer)):
@@ -54,6 +58,11 @@ def encode(value: Any, handles: Handles, depth: int = 0) -> Any:
         return {"__float__": repr(f)} if math.isnan(f) or math.isinf(f) else f
     if isinstance(value, str):
         return str.__str__(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        blob = bytes(value)
+        if len(blob) > MAX_BYTES:
+            raise ValueError(f"result has {len(blob):,} bytes; at most {MAX_BYTES:,} are accepted")
+        return {"__bytes__": base64.b64encode(blob).decode("ascii")}
     array = _as_array(value)
     if array is not None:
         if array.size > MAX_ARRAY_ELEMENTS:
@@ -83,29 +92,48 @@ def _as_array(value: Any) -> np.ndarray | None:
     return None
 
 
-def decode(data: Any, make_handle: Any) -> Any:
-    """Turn plain data from the student's process back into values (grader side). Never executes anything."""
+def decode(data: Any, make_handle: Any, depth: int = 0) -> Any:
+    """Turn plain data from the student's process back into values (grader side). Never executes anything.
+
+    Raises ``ValueError`` for anything that is not exactly one of the encodings
+    :func:`encode` writes (so a forged or malformed value is refused, not guessed at).
+    """
+    if depth > MAX_DEPTH:
+        raise ValueError(f"value nested more than {MAX_DEPTH} levels deep")
     if isinstance(data, list):
-        return [decode(v, make_handle) for v in data]
+        return [decode(v, make_handle, depth + 1) for v in data]
     if isinstance(data, dict):
         if "__ndarray__" in data:
             dtype = {"bool": np.bool_, "int64": np.int64, "float64": np.float64}.get(data.get("dtype"))
             shape = data.get("shape")
-            if dtype is None or not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            payload = data["__ndarray__"]
+            if (dtype is None or not isinstance(payload, str) or not isinstance(shape, list) or len(shape) > 32
+                    or not all(type(s) is int and s >= 0 for s in shape)):
                 raise ValueError("malformed array from the submission's process")
-            raw = base64.b64decode(data["__ndarray__"], validate=True)
-            flat = np.frombuffer(raw, dtype=dtype)
-            if flat.size != int(np.prod(shape)):
+            if math.prod(shape) > MAX_ARRAY_ELEMENTS:
+                raise ValueError("array from the submission's process is larger than the grader accepts")
+            flat = np.frombuffer(base64.b64decode(payload, validate=True), dtype=dtype)
+            if flat.size != math.prod(shape):
                 raise ValueError("array size does not match its shape")
             return flat.reshape(shape).copy()
+        if "__bytes__" in data:
+            if not isinstance(data["__bytes__"], str) or len(data["__bytes__"]) > (MAX_BYTES // 3 + 1) * 4:
+                raise ValueError("malformed bytes from the submission's process")
+            return base64.b64decode(data["__bytes__"], validate=True)
         if "__float__" in data:
             if data["__float__"] not in ("nan", "inf", "-inf"):
                 raise ValueError("malformed float from the submission's process")
             return float(data["__float__"])
         if "__handle__" in data:
-            return make_handle(int(data["__handle__"]), str(data.get("type", "object")))
+            handle, type_name = data["__handle__"], data.get("type", "object")
+            if type(handle) is not int or not isinstance(type_name, str):
+                raise ValueError("malformed handle from the submission's process")
+            return make_handle(handle, type_name[:100])
         if "__dict__" in data:
-            return {str(k): decode(v, make_handle) for k, v in data["__dict__"]}
+            items = data["__dict__"]
+            if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) for i in items):
+                raise ValueError("malformed dict from the submission's process")
+            return {k: decode(v, make_handle, depth + 1) for k, v in items}
         raise ValueError("malformed value from the submission's process")
     if data is None or isinstance(data, (bool, int, float, str)):
         return data
@@ -116,7 +144,7 @@ class RefPickler(pickle.Pickler):
     """Pickles grader-built arguments; student objects become references (persistent ids)."""
 
     def persistent_id(self, obj: Any) -> Any:
-        ref = getattr(obj, "_grading_ref", None) if type(obj).__name__ == "Remote" else None
+        ref = getattr(obj, "_grading_ref", None) if getattr(type(obj), "is_remote_proxy", False) else None
         return ("ref", json.dumps(ref)) if ref is not None else None
 
 

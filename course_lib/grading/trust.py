@@ -17,8 +17,226 @@ module to know what the grader trusts.
 
 from __future__ import annotations
 
+import ast
+import json
+import re
+from typing import Any
+
 # --- messages ------------------------------------------------------------------------------------
+
+#: Longest error text the grader keeps from a submission (feedback, CSV).
+MAX_ERROR_CHARS = 500
+#: Most cell errors a ``ready`` message may list (a notebook with more code cells is refused).
+MAX_CELL_ERRORS = 1000
+#: Longest ``grade_id`` a message may name.
+MAX_ID_CHARS = 200
+_ANSWER_ID = re.compile(r"[0-9a-f]{16}")
+
+
+class MessageError(ValueError):
+    """A message from the submission's process broke the schema; the text says how (one line)."""
+
+
+def _text(value: Any, what: str, limit: int = MAX_ERROR_CHARS) -> str:
+    if not isinstance(value, str):
+        raise MessageError(f"{what} is not text")
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _index(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value < 1_000_000:
+        raise MessageError(f"{what} is not a cell index")
+    return value
+
+
+def _grade_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_ID_CHARS:
+        raise MessageError("grade_id is not a short text")
+    return value
+
+
+def _cell_error(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) - {"index", "grade_id", "error"}:
+        raise MessageError("a cell error is not {index, grade_id, error}")
+    return {"index": _index(value.get("index"), "a cell error's index"), "grade_id": _grade_id(value.get("grade_id")),
+            "error": _text(value.get("error"), "a cell error's text")}
+
+
+def parse_message(line: bytes) -> dict[str, Any]:
+    """One line from the submission's process as a validated message, or :class:`MessageError`.
+
+    The only shapes accepted (anything else, extra keys included, is refused):
+
+    * ``{"op": "cell", "index": int, "grade_id": str | None}`` — a code cell starts;
+    * ``{"op": "ready", "cell_errors": [{"index", "grade_id", "error"}, ...]}`` — the notebook ran;
+    * ``{"op": "fatal", "error": str}`` — the notebook could not be run;
+    * ``{"id": 16 hex digits, "value": <encoded value>}`` or ``{"id": ..., "error": str}`` — an answer.
+
+    Texts are cut to :data:`MAX_ERROR_CHARS`; the encoded ``value`` is decoded
+    later by :func:`course_lib.grading.protocol.decode`, which has its own limits.
+    """
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):  # RecursionError: "[" * 100000 is valid-looking JSON
+        raise MessageError("the notebook's process sent malformed data") from None
+    if not isinstance(message, dict):
+        raise MessageError("the notebook's process sent malformed data")
+    op = message.get("op")
+    keys = set(message)
+    if op == "cell" and keys <= {"op", "index", "grade_id"}:
+        return {"op": "cell", "index": _index(message.get("index"), "the cell index"), "grade_id": _grade_id(message.get("grade_id"))}
+    if op == "ready" and keys <= {"op", "cell_errors"}:
+        errors = message.get("cell_errors", [])
+        if not isinstance(errors, list) or len(errors) > MAX_CELL_ERRORS:
+            raise MessageError(f"cell_errors is not a list of at most {MAX_CELL_ERRORS} errors")
+        return {"op": "ready", "cell_errors": [_cell_error(e) for e in errors]}
+    if op == "fatal" and keys <= {"op", "error"}:
+        return {"op": "fatal", "error": _text(message.get("error"), "the fatal error")}
+    if "op" not in message and "id" in message and (keys == {"id", "value"} or keys == {"id", "error"}):
+        answer_id = message["id"]
+        if not isinstance(answer_id, str) or not _ANSWER_ID.fullmatch(answer_id):
+            raise MessageError("an answer carries a malformed id")
+        if "error" in message:
+            return {"id": answer_id, "error": _text(message["error"], "an answer's error")}
+        return {"id": answer_id, "value": message["value"]}
+    raise MessageError(f"the notebook's process sent an unknown message (op {str(op)[:40]!r})")
+
 
 # --- visibility ----------------------------------------------------------------------------------
 
+
+def hidden_from_measurement() -> list[str]:
+    """Folders a confined measurement of a learner's file must not see: the grading sources and history."""
+    from pathlib import Path
+
+    import course_lib
+
+    repository = Path(course_lib.__file__).resolve().parent.parent
+    return [str(repository / name) for name in ("solutions", "tests", ".git") if (repository / name).is_dir()]
+
+
+# --- facts measured from a learner's snapshot ---------------------------------------------------
+
+_QUANTIZATION = {"dtype": str, "scale": float, "zero_point": int}
+#: What each kind of measurement returns: key → type (``"array"`` for a NumPy array); ``?`` marks optional keys.
+FACT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "torch": {"parameters": int, "is_pruned": bool, "quantize_nodes": int, "sparsity?": float, "macs?": int, "logits?": "array"},
+    "tflite": {"bytes": int, "input": _QUANTIZATION, "output": _QUANTIZATION, "kernels": "kernels", "logits?": "array"},
+    "onnx": {"bytes": int, "outputs": "arrays"},
+    "artefact": {"bytes": int, "gzip_bytes": int, "logits": "array", "latency_ms": float},
+    "capstone": {"format": str, "bytes": int, "gzip_bytes": int, "baseline_gzip_bytes": int, "latency_ms": float,
+                 "baseline_latency_ms": float, "speedup": float, "top1": float, "evaluated_on": str, "images": int},
+}
+
+
+def _conforms(value: Any, kind: Any) -> bool:
+    import numpy as np
+
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return type(value) is int
+    if kind is bool or kind is str:
+        return type(value) is kind
+    if kind == "array":
+        return isinstance(value, np.ndarray)
+    if kind == "arrays":
+        return isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values())
+    if kind == "kernels":
+        return isinstance(value, dict) and all(isinstance(v, list) and len(v) == 2 and all(type(n) is int for n in v)
+                                               for v in value.values())
+    if isinstance(kind, dict):
+        return isinstance(value, dict) and set(value) == set(kind) and all(_conforms(value[k], t) for k, t in kind.items())
+    return False
+
+
+def validate_facts(kind: str, text: str) -> dict[str, Any]:
+    """The facts a confined measurement printed, decoded and checked against :data:`FACT_SCHEMAS`.
+
+    The measuring process never ran learner code, but it parsed a learner's
+    file with native code: its answer is validated like any other message.
+    """
+    from course_lib.grading import protocol
+
+    schema = FACT_SCHEMAS[kind]
+
+    def no_handles(handle: int, type_name: str) -> Any:
+        raise ValueError("a measurement may not return objects")
+
+    try:
+        value = protocol.decode(json.loads(text), no_handles)
+    except (ValueError, RecursionError) as exc:
+        raise MessageError(f"the measurement returned malformed data ({str(exc)[:100]})") from None
+    if not isinstance(value, dict):
+        raise MessageError("the measurement returned malformed data")
+    required = {k for k in schema if not k.endswith("?")}
+    allowed = {k.rstrip("?"): t for k, t in schema.items()}
+    if not required <= set(value) <= set(allowed):
+        raise MessageError(f"the measurement returned keys {sorted(value)[:20]}, expected {sorted(allowed)}")
+    for key, item in value.items():
+        if not _conforms(item, allowed[key]):
+            raise MessageError(f"the measurement's {key!r} has the wrong type")
+    return value
+
+
 # --- values --------------------------------------------------------------------------------------
+
+#: The module whose calls turn a learner's object into values the grader measured itself
+#: (see :mod:`course_lib.grading.trusted`); their results may be used as expected values.
+TRUSTED_MODULE = "trusted"
+
+
+def _is_trusted_call(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == TRUSTED_MODULE)
+
+
+def _names_read(node: ast.AST) -> set[str]:
+    """Names an expression reads, except inside ``trusted.*(...)`` calls (their results are the grader's)."""
+    if _is_trusted_call(node):
+        return set()
+    names = {node.id} if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) else set()
+    for child in ast.iter_child_nodes(node):
+        names |= _names_read(child)
+    return names
+
+
+def _names_written(node: ast.AST) -> set[str]:
+    written = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute):
+        receiver = node.value.func.value  # results.append(learner_value) changes results
+        if isinstance(receiver, ast.Name):
+            written.add(receiver.id)
+    return written
+
+
+def _expected_argument(call: ast.Call) -> ast.AST | None:
+    for keyword in call.keywords:
+        if keyword.arg == "expected":
+            return keyword.value
+    return call.args[2] if len(call.args) > 2 else None
+
+
+def untrusted_expected(statements: list[ast.stmt], learner_names: set[str], is_check: Any) -> list[int]:
+    """Line numbers of checks whose ``expected`` depends on a value from the learner's process.
+
+    A simple forward taint analysis over a test cell's top-level statements:
+    the learner's names are tainted; a statement that reads a tainted name
+    taints every name it writes (and the object whose method it calls); a
+    ``trusted.*(...)`` call is clean, because its values are measured by the
+    grader from a snapshot of the learner's object. ``expected`` must be clean:
+    the learner must never control both sides of a comparison.
+    """
+    tainted = set(learner_names)
+    lines = []
+    for statement in statements:
+        if is_check(statement):
+            expected = _expected_argument(statement.value)  # type: ignore[attr-defined]
+            if expected is not None and _names_read(expected) & tainted:
+                lines.append(statement.lineno)
+            continue
+        if _names_read(statement) & tainted:
+            tainted |= _names_written(statement)
+    return lines

@@ -1,0 +1,252 @@
+"""The grader's trust boundary: what a submission sends is validated, what it patches changes nothing.
+
+Unit tests of :mod:`course_lib.grading.trust` and the protocol's decoder on
+their own, and end-to-end batches in which hostile submissions — forged
+protocol messages, and for every exercise 01–08 a learner who answers
+nothing but patches the course's library in their own process — get
+exactly the score they deserve while every other row of the batch stays
+correct.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from course_lib.grading import grader, protocol, trust
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions"
+EXERCISES = ROOT / "exercises"
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+def test_parse_message_accepts_exactly_the_protocol():
+    assert trust.parse_message(b'{"op": "cell", "index": 3, "grade_id": null}') == {"op": "cell", "index": 3, "grade_id": None}
+    ready = trust.parse_message(b'{"op": "ready", "cell_errors": [{"index": 1, "grade_id": "a", "error": "NameError: x"}]}')
+    assert ready["cell_errors"] == [{"index": 1, "grade_id": "a", "error": "NameError: x"}]
+    assert trust.parse_message(b'{"id": "0123456789abcdef", "value": 1}') == {"id": "0123456789abcdef", "value": 1}
+    assert trust.parse_message(b'{"id": "0123456789abcdef", "error": "boom"}')["error"] == "boom"
+
+
+@pytest.mark.parametrize("line, why", [
+    (b'{"op": "ready", "cell_errors": [1]}', "cell error"),              # the forgery that aborted a cohort
+    (b'{"op": "ready", "cell_errors": "all"}', "cell_errors"),
+    (b'{"op": "ready", "cell_errors": [{"index": "1", "error": "x"}]}', "index"),
+    (b'{"op": "ready", "cell_errors": [], "score": 10}', "unknown"),    # extra keys are refused
+    (b'{"op": "cell", "index": -1}', "index"),
+    (b'{"op": "fatal", "error": 42}', "text"),
+    (b'{"id": "not-hex", "value": 1}', "id"),
+    (b'{"id": "0123456789abcdef", "value": 1, "error": "x"}', "unknown"),
+    (b"[" * 100_000, "malformed"),                                     # RecursionError inside json
+    (b"not json", "malformed"),
+    (b"[1, 2]", "malformed"),
+])
+def test_parse_message_refuses_forged_and_malformed_messages(line, why):
+    with pytest.raises(trust.MessageError, match=why):
+        trust.parse_message(line)
+
+
+def test_long_texts_are_cut_not_kept():
+    fatal = trust.parse_message(json.dumps({"op": "fatal", "error": "x" * 10_000_000}).encode())
+    assert len(fatal["error"]) == trust.MAX_ERROR_CHARS
+    many = [{"index": i, "grade_id": None, "error": "e"} for i in range(trust.MAX_CELL_ERRORS + 1)]
+    with pytest.raises(trust.MessageError, match="at most"):
+        trust.parse_message(json.dumps({"op": "ready", "cell_errors": many}).encode())
+
+
+def test_decode_refuses_values_that_encode_never_writes():
+    def handle(h, t):
+        return ("handle", h, t)
+
+    blob = protocol.encode(np.arange(6.0).reshape(2, 3), protocol.Handles())
+    assert np.array_equal(protocol.decode(blob, handle), np.arange(6.0).reshape(2, 3))
+    assert protocol.decode(protocol.encode(b"\x00model", protocol.Handles()), handle) == b"\x00model"
+    bad = [
+        dict(blob, shape=[4, 3]),                                  # size does not match the shape
+        dict(blob, shape=[10**9, 10**9]),                          # larger than the grader accepts
+        dict(blob, dtype="object"),
+        {"__handle__": "1", "type": "x"},
+        {"__dict__": [[1, 2]]},
+        {"__bytes__": "not base64!"},
+        {"__float__": "1e999"},
+        {"something": 1},
+    ]
+    for value in bad:
+        with pytest.raises(ValueError):
+            protocol.decode(value, handle)
+    nested: list = []
+    for _ in range(protocol.MAX_DEPTH + 5):
+        nested = [nested]
+    with pytest.raises(ValueError, match="nested"):
+        protocol.decode(nested, handle)
+
+
+def test_facts_from_a_measurement_are_validated():
+    good = protocol.encode({"parameters": 10, "is_pruned": False, "quantize_nodes": 0}, protocol.Handles())
+    assert trust.validate_facts("torch", json.dumps(good))["parameters"] == 10
+    for forged in ({"parameters": "10", "is_pruned": False, "quantize_nodes": 0},
+                   {"parameters": 10, "is_pruned": False, "quantize_nodes": 0, "score": 10},
+                   {"parameters": 10}):
+        with pytest.raises(trust.MessageError):
+            trust.validate_facts("torch", json.dumps(protocol.encode(forged, protocol.Handles())))
+
+
+# --- values: expected never comes from the learner -------------------------------------------------
+
+def _taint(source: str, learner: set[str]) -> list[int]:
+    statements = ast.parse(source).body
+    return trust.untrusted_expected(statements, learner, grader._is_check_call)
+
+
+def test_expected_that_depends_on_the_learner_is_refused():
+    assert _taint("check('a', f(1), expected=f(2))", {"f"}) == [1]
+    assert _taint("r = f(2)\nx = [r]\ncheck('a', f(1), expected=x)", {"f"}) == [3]
+    assert _taint("acc = []\nacc.append(f(2))\ncheck('a', 1, expected=acc)", {"f"}) == [3]
+    assert _taint("check('a', f(1), expected=g(2))", {"f"}) == []
+    assert _taint("facts = trusted.torch_model(model, inputs=x)\ncheck('a', f(1), expected=facts['macs'])", {"f", "model"}) == []
+    assert _taint("check('a', f(1), 3)", {"f"}) == []
+
+
+def test_every_solution_source_follows_the_rules():
+    for source in sorted(SOLUTIONS.glob("*.ipynb")):
+        grader.load_tests(source)  # raises SourceError on a tainted expected
+
+
+def test_a_source_whose_expected_comes_from_the_learner_is_refused(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell("def answer(x):\n    return x", metadata={"nbgrader": {"solution": True, "grade": False, "grade_id": "a"}}))
+    nb.cells.append(nbformat.v4.new_code_cell("from course_lib.grading import check\ncheck('x', answer(1), expected=answer(2))",
+                                              metadata={"nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1}}))
+    path = tmp_path / "source.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(grader.SourceError, match="expected depends on a value from the learner"):
+        grader.load_tests(path)
+
+
+# --- end to end: forged messages -------------------------------------------------------------------
+
+FORGERIES = {  # name: (the cell a submission adds, what the reason must say)
+    "forged_ready": ('import os, sys\nos.write(int(sys.argv[3]), b\'{"op": "ready", "cell_errors": [1]}\\n\')', "cell error"),
+    "huge_fatal": ('import os, sys, json\nos.write(int(sys.argv[3]), (json.dumps({"op": "fatal", "error": "x" * 60_000_000}) + "\\n").encode())',
+                   "xxxxxxxx"),
+    "deep_nesting": ('import os, sys\nos.write(int(sys.argv[3]), b"[" * 200000 + b"\\n")', "malformed"),
+    "answer_before_ready": ('import os, sys\nos.write(int(sys.argv[3]), b\'{"id": "0123456789abcdef", "value": 55}\\n\')',
+                            "nobody made"),
+}
+
+
+def _with_cell(exercise: Path, source: str, where: int | None = None) -> nbformat.NotebookNode:
+    nb = nbformat.read(exercise, as_version=4)
+    cell = nbformat.v4.new_code_cell(source)
+    if nb.nbformat_minor < 5:
+        del cell["id"]  # cell ids exist from nbformat 4.5 on; the exercises are 4.4
+    nb.cells.insert(len(nb.cells) if where is None else where, cell)
+    return nb
+
+
+def test_forged_messages_cost_their_submission_and_nothing_else(tmp_path):
+    source = SOLUTIONS / "00_measuring_models.ipynb"
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for name, (code, _) in FORGERIES.items():
+        nbformat.write(_with_cell(EXERCISES / source.name, code, where=2), folder / f"{name}.ipynb")
+    (folder / "honest.ipynb").write_bytes(source.read_bytes())
+    results = grader.grade_batch(grader.find_submissions([folder]), source, tmp_path / "out", jobs=2, progress=False)
+    by_student = {r.student: r for r in results}
+    assert by_student["honest"].score == by_student["honest"].max_score == 10
+    for name, (_, reason) in FORGERIES.items():
+        result = by_student[name]
+        assert result.score == 0 and result.status == "error" and reason in result.reason, (name, result.reason)
+        assert len(result.reason) <= trust.MAX_ERROR_CHARS
+    rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "out" / "grades.csv", encoding="utf-8"))}
+    assert set(rows) == set(by_student) and float(rows["honest"]["score"]) == 10.0
+    assert max(len(r["reason"]) for r in rows.values()) <= trust.MAX_ERROR_CHARS
+    assert (tmp_path / "out" / "feedback" / "forged_ready.md").is_file()
+
+
+# --- end to end: patching the library in the submission's process earns nothing --------------------
+
+# Every course_lib function that test cells used to evaluate in the learner's process, replaced by one
+# that returns what a check wants to see. Logits are one-hot of the true labels (found by image).
+PATCH_LIBRARY = '''
+import importlib
+import numpy as np
+from course_lib import data as _data
+
+_all = _data.load_digits()
+_lookup = {}
+for _x, _y in ((_all.x_train, _all.y_train), (_all.x_val, _all.y_val), (_all.x_test, _all.y_test)):
+    for _img, _label in zip(np.asarray(_x), _y):
+        _lookup[np.asarray(_img, np.float32).tobytes()] = int(_label)
+
+def _perfect_logits(model, x=None, *args, **kwargs):
+    x = np.asarray(kwargs.get("x", x) if x is not None else args[0], dtype=np.float32)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x.transpose(0, 3, 1, 2)
+    labels = [_lookup.get(np.ascontiguousarray(img).tobytes(), 0) for img in x]
+    return np.eye(10, dtype=np.float32)[labels] * 10
+
+_patches = {
+    "course_lib.prune": {"global_sparsity": lambda *a, **k: 0.99, "is_pruned": lambda *a, **k: False,
+                         "keras_sparsity": lambda *a, **k: 0.99, "keras_has_pruning_wrappers": lambda *a, **k: False,
+                         "keras_predict": _perfect_logits},
+    "course_lib.train": {"predict_logits": _perfect_logits},
+    "course_lib.measure": {"count_parameters": lambda *a, **k: 51946, "count_macs": lambda *a, **k: 1000},
+    "course_lib.quantize": {"count_quantize_nodes": lambda *a, **k: 12},
+    "course_lib.tflite": {"predict": _perfect_logits,
+                          "io_quantization": lambda *a, **k: {"input": {"dtype": "int8", "scale": 1.0, "zero_point": 0},
+                                                              "output": {"dtype": "int8", "scale": 1.0, "zero_point": 0}}},
+    "course_lib.onnx_io": {"export_and_compare": lambda *a, **k: {"max_abs_diff": 0.0}, "onnx_bytes": lambda *a, **k: 10},
+    "course_lib.deploy": {"predict_artefact": _perfect_logits, "artefact_latency_ms": lambda *a, **k: 0.01},
+    "course_lib.grading.checks": {"compare": lambda *a, **k: (True, "")},
+}
+for _module, _names in _patches.items():
+    _m = importlib.import_module(_module)
+    for _name, _function in _names.items():
+        setattr(_m, _name, _function)
+'''
+
+# Answers that do no work but do not raise, so that every check runs (on the old grader, the patches
+# above then earned about a quarter of the points of exercises 01-08).
+NO_WORK = {
+    "01_lightweight_design": "separable_macs = lambda *a: 0\nbest_under_budget = lambda *a: None\n"
+                             "make_separable_block = lambda c_in, c_out, stride=1: nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride))",
+    "02_pruning_pytorch": "magnitude_prune = lambda w, s: w\nsparsity_by_layer = lambda m: {'total': 0.0}\n"
+                          "prune_to_80 = lambda model, loaders: model",
+    "03_pruning_keras": "polynomial_sparsity = lambda *a, **k: 0.0\nmask_update_steps = lambda *a: []\n"
+                        "prune_keras = lambda model, x, y: model",
+    "04_quantization_pytorch": "qparams = lambda x, bits=8: (1.0, 0)\nquantize_array = lambda x, s, z, bits=8: np.zeros(np.shape(x), dtype=np.int64)\n"
+                               "dequantize_array = lambda q, s, z: np.zeros(np.shape(q))\ncalibrate_int8 = lambda model, loader, example: model",
+    "05_quantization_tflite": "input_quantization = lambda b: ('float32', 1.0, 0)\nrun_int8 = lambda b, x: np.zeros((len(x), 10))\n"
+                              "convert_full_int8 = lambda model, representative: tflite.convert_keras(model, 'fp32')",
+    "06_onnx_roundtrip": "parity_stats = lambda r, c: {}\nfirst_mismatch = lambda *a: None\nmake_exportable = lambda gate: gate",
+    "07_edge_deployment": "verify = lambda *a, **k: {}\n"
+                          "build_artefact = lambda model, images, folder: onnx_io.export_onnx(model, torch.as_tensor(images[:32]), __import__('pathlib').Path(folder) / 'm.onnx')",
+    "08_capstone": "train_compressed_model = lambda split: capstone.cnn(seed=0).eval()\n"
+                   "export_artefact = lambda model, images, folder: onnx_io.export_onnx(model, torch.as_tensor(images[:32]), __import__('pathlib').Path(folder) / 'm.onnx', external_data=False)",
+}
+# What those do-nothing answers score on their own (measured with the grader; a patched library must not add a point).
+NO_WORK_SCORES = {
+    "01_lightweight_design": 0.67, "02_pruning_pytorch": 1.2, "03_pruning_keras": 0.0, "04_quantization_pytorch": 0.0,
+    "05_quantization_tflite": 0.0, "06_onnx_roundtrip": 0.0, "07_edge_deployment": 0.0, "08_capstone": 1.0,
+}
+
+
+@pytest.mark.parametrize("name", sorted(NO_WORK), ids=str)
+def test_patching_the_library_in_the_submission_earns_nothing(name, tmp_path):
+    source = SOLUTIONS / f"{name}.ipynb"
+    imports = "import numpy as np\nimport torch\nfrom torch import nn\nfrom course_lib import capstone, onnx_io, tflite\n"
+    nb = _with_cell(EXERCISES / source.name, imports + NO_WORK[name] + "\n" + PATCH_LIBRARY)
+    nbformat.write(nb, tmp_path / "patched.ipynb")
+    result = grader.grade_submission(tmp_path / "patched.ipynb", source, "patched")
+    assert result.status == "graded", result.reason
+    assert result.score == NO_WORK_SCORES[name], (result.score, [(c.grade_id, c.earned, [(k.name, k.passed, k.message) for k in c.checks]) for c in result.cells])
+    assert result.score < result.max_score / 3

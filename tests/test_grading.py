@@ -196,7 +196,7 @@ def test_uid_leases_are_unique_across_grader_processes(tmp_path):
 
 
 def test_run_confined_runs_trusted_code_on_untrusted_files_without_the_graders_privileges(tmp_path):
-    """What capstone.grade_artefact uses to parse a learner's model file: the jail, limits, a timeout."""
+    """What grading.facts and grading.artefact use to measure a learner's model file: the jail, limits, a timeout."""
     from course_lib.grading.sandbox import run_confined
 
     secret = tmp_path / "secret"

@@ -104,7 +104,7 @@ def decode(data: Any, make_handle: Any, depth: int = 0) -> Any:
         return [decode(v, make_handle, depth + 1) for v in data]
     if isinstance(data, dict):
         if "__ndarray__" in data:
-            dtype = {"bool": np.bool_, "int64": np.int64, "float64": np.float64}.get(data.get("dtype"))
+            dtype: Any = {"bool": np.bool_, "int64": np.int64, "float64": np.float64}.get(str(data.get("dtype")))
             shape = data.get("shape")
             payload = data["__ndarray__"]
             if (dtype is None or not isinstance(payload, str) or not isinstance(shape, list) or len(shape) > 32
@@ -112,7 +112,7 @@ def decode(data: Any, make_handle: Any, depth: int = 0) -> Any:
                 raise ValueError("malformed array from the submission's process")
             if math.prod(shape) > MAX_ARRAY_ELEMENTS:
                 raise ValueError("array from the submission's process is larger than the grader accepts")
-            flat = np.frombuffer(base64.b64decode(payload, validate=True), dtype=dtype)
+            flat: np.ndarray = np.frombuffer(base64.b64decode(payload, validate=True), dtype=dtype)
             if flat.size != math.prod(shape):
                 raise ValueError("array size does not match its shape")
             return flat.reshape(shape).copy()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -103,5 +104,5 @@ def onnx_export(module: Any, example: Any) -> dict[str, Any]:
 
 
 #: What the grader may ask the learner's process to snapshot, by name (the child refuses anything else).
-KINDS = {"torch_program": torch_program, "keras_model": keras_model, "artefact_files": artefact_files,
+KINDS: dict[str, Callable[..., Any]] = {"torch_program": torch_program, "keras_model": keras_model, "artefact_files": artefact_files,
          "onnx_export": onnx_export}

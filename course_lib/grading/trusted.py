@@ -79,7 +79,8 @@ def _measure(kind: str, model: bytes, inputs: dict[str, np.ndarray], options: di
 
 def _files(kind: str, model: bytes, inputs: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, bytes]:
     buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in inputs.items()})
+    arrays: dict[str, Any] = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in inputs.items()}
+    np.savez(buffer, **arrays)
     files = {"model.bin": model, "inputs.npz": buffer.getvalue(), "request.json": json.dumps({"kind": kind, "options": options}).encode()}
     return files
 

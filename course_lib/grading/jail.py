@@ -1,6 +1,9 @@
 """Confine the current process, then ``exec`` the student's side of grading.
 
-``python -I -m course_lib.grading.jail CONFIG_JSON -- COMMAND ...``
+``python -I path/to/course_lib/grading/jail.py CONFIG_JSON -- COMMAND ...``
+
+Standard library only, run as a file: nothing of course_lib (which loads numpy and its
+threads) may be imported before ``unshare``.
 
 Runs as a tiny separate program (not a ``preexec_fn``, which is unsafe in a
 grader that runs several submissions from threads). The configuration's
@@ -237,8 +240,10 @@ def _exit_like(status: int) -> NoReturn:
     """Leave the way the command left: the same exit code, or killed by the same signal."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be handled, so need no reset
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
+        os._exit(128 + sig)  # a signal whose default is to be ignored
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 2)
 
 

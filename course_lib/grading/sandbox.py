@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from course_lib.grading import trust
-from course_lib.grading.jail import JAIL_PROCESSES
+from course_lib.grading import jail, trust
 from course_lib.grading.protocol import MAX_MESSAGE_BYTES
 
 #: First uid handed to sandboxed submissions when grading as root (one uid per concurrent job).
@@ -175,7 +174,7 @@ def jail_config(scratch: Path, mode: str, uid: int | None, limits: Limits, hide:
     # Some CPUs here need these for OpenBLAS to compute correctly (see the machine notes).
     env.update({k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")})
     # In a user namespace the jail's own two processes count against the limit too.
-    processes = limits.processes + (JAIL_PROCESSES if mode == "userns" else 0)
+    processes = limits.processes + (jail.JAIL_PROCESSES if mode == "userns" else 0)
     return {
         "mode": mode,
         "scratch": str(scratch),
@@ -192,7 +191,9 @@ def jail_config(scratch: Path, mode: str, uid: int | None, limits: Limits, hide:
 
 
 def _jail_command(config: dict[str, Any], command: list[str]) -> list[str]:
-    return [sys.executable, "-I", "-m", "course_lib.grading.jail", json.dumps(config), "--", *command]
+    # The file, not ``-m``: importing the course_lib package would load numpy, whose threads make
+    # unshare(CLONE_NEWUSER) fail (EINVAL in a multithreaded process). The jail needs the stdlib only.
+    return [sys.executable, "-I", str(Path(jail.__file__).resolve()), json.dumps(config), "--", *command]
 
 
 @functools.cache

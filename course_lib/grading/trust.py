@@ -89,10 +89,25 @@ def visible_paths() -> list[str]:
     return sorted(p for p in allowed if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in allowed))
 
 
+def _git_dirs(repository: str) -> list[str]:
+    """Where a checkout's history lives when ``.git`` is a file (a worktree or submodule): ``gitdir: ...``."""
+    marker = Path(repository) / ".git"
+    if not marker.is_file():
+        return []
+    text = marker.read_text(errors="replace").strip()
+    if not text.startswith("gitdir:"):
+        return []
+    git_dir = (Path(repository) / text[len("gitdir:"):].strip()).resolve()
+    common = git_dir / "commondir"  # a worktree's objects live in the main repository's .git
+    found = [git_dir] + ([(git_dir / common.read_text().strip()).resolve()] if common.is_file() else [])
+    return [str(p) for p in found if p.is_dir()]
+
+
 def paths_to_hide(paths: Iterable[str | Path]) -> list[str]:
-    """``paths`` (solutions, submissions' folders, output) plus every repository of a visible path."""
+    """``paths`` (solutions, submissions' folders, output) plus every repository of a visible path, history included."""
     hidden = {os.path.realpath(p) for p in paths}
-    hidden |= {r for r in (course_repository(), *map(checkout_root, visible_paths())) if r}
+    repositories = {r for r in (course_repository(), *map(checkout_root, visible_paths())) if r}
+    hidden |= repositories | {d for r in repositories for d in _git_dirs(r)}
     return sorted(hidden)
 
 

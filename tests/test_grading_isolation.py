@@ -63,6 +63,7 @@ print("PROBES " + json.dumps(_found))
 RUNNER = '''
 import json, os, socket, sys
 from pathlib import Path
+import nbformat
 from course_lib.grading import grader, trust
 folder, source = Path(sys.argv[1]), Path(sys.argv[2])
 listener = socket.socket()

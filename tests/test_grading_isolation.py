@@ -56,6 +56,7 @@ _probe("proc", lambda: sorted(int(p) for p in os.listdir("/proc") if p.isdigit()
 _probe("submissions", lambda: os.listdir(SUBMISSIONS))
 _probe("out", lambda: os.listdir(OUT))
 _probe("scratch_writable", lambda: open("probe.txt", "w").write("x"))
+_probe("no_new_privs", lambda: open("/proc/self/status").read().split("NoNewPrivs:")[1].split()[0])
 print("PROBES " + json.dumps(_found))
 '''
 
@@ -65,12 +66,11 @@ import json, os, socket, sys
 from pathlib import Path
 import nbformat
 from course_lib.grading import grader, trust
-folder, source = Path(sys.argv[1]), Path(sys.argv[2])
+submissions, out, source = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
 listener.listen()
-submissions, out = folder / "submissions", folder / "out"
-cell = (sys.argv[3].replace("PORT", str(listener.getsockname()[1])).replace("GRADER_PID", str(os.getpid()))
+cell = (sys.argv[4].replace("PORT", str(listener.getsockname()[1])).replace("GRADER_PID", str(os.getpid()))
         .replace("SUBMISSIONS", repr(str(submissions))).replace("OUT", repr(str(out))))
 nb = nbformat.read(source, as_version=4)
 nb.cells.append(nbformat.v4.new_code_cell(cell))
@@ -133,22 +133,31 @@ print(trust.isolation_mode(unsafe_same_user=True), returncode, out)
 
 @pytest.fixture
 def folder_under_tmp():
-    """``/tmp/<unique>/`` holding ``submissions/`` (bob's too) and room for ``out/``, open to any grader user."""
+    """``/tmp/<unique>/``, open to any grader user, holding bob's submission; alice's goes next to it.
+
+    The folder above the submissions is ``/tmp`` itself: this once gave every submission zero.
+    """
     folder = Path(tempfile.mkdtemp(prefix="course_lib_isolation_", dir="/tmp"))
-    (folder / "submissions").mkdir()
-    (folder / "submissions" / "bob.ipynb").write_bytes(EXERCISE.read_bytes())
-    for path in (folder, folder / "submissions", folder / "submissions" / "bob.ipynb"):
+    (folder / "bob.ipynb").write_bytes(EXERCISE.read_bytes())
+    for path in (folder, folder / "bob.ipynb"):
         os.chmod(path, 0o777)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(str(folder) + "_out", ignore_errors=True)
+    shutil.rmtree(str(folder) + "_tools", ignore_errors=True)
 
 
 def _run_probe(folder: Path, as_uid: int | None = None) -> dict:
-    (folder / "runner.py").write_text(RUNNER)
-    command = [sys.executable, str(folder / "runner.py"), str(folder), str(SOURCE), PROBE_CELL]
+    """Grade alice (solution + probe cell) from ``folder``, output to ``<folder>_out``; the runner's RESULT."""
+    tools, out = Path(str(folder) + "_tools"), Path(str(folder) + "_out")
+    for path in (tools, out):
+        path.mkdir()
+        os.chmod(path, 0o777)
+    (tools / "runner.py").write_text(RUNNER)
+    command = [sys.executable, str(tools / "runner.py"), str(folder), str(out), str(SOURCE), PROBE_CELL]
     if as_uid is not None:
-        (folder / "as_user.py").write_text(AS_NOBODY)
-        command = [sys.executable, "-I", str(folder / "as_user.py"), str(as_uid), *command]
+        (tools / "as_user.py").write_text(AS_NOBODY)
+        command = [sys.executable, "-I", str(tools / "as_user.py"), str(as_uid), *command]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd="/")
     assert done.returncode == 0, done.stderr[-3000:]
     [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -164,6 +173,7 @@ def _assert_isolated(result: dict) -> None:
         assert found[escape].startswith("blocked"), f"{escape}: {found[escape]}"
     assert found["course_lib_mount_readonly"] == "True"
     assert found["scratch_writable"] == "1"
+    assert found["no_new_privs"] == "'1'"  # setuid programs cannot elevate
     pids = json.loads(found["proc"])  # a PID namespace of its own: PID 1 (the jail) and the notebook
     assert pids and max(pids) < 10, pids
 
@@ -186,7 +196,7 @@ def test_a_grader_without_root_isolates_the_same_way_or_refuses(folder_under_tmp
     result = _run_probe(folder_under_tmp, as_uid=NOBODY)
     if "refused" in result:
         assert "--unsafe-same-user" in result["refused"] and "user namespaces" in result["refused"]
-        assert not (folder_under_tmp / "out").exists(), "a refused batch must write nothing"
+        assert not list(Path(str(folder_under_tmp) + "_out").iterdir()), "a refused batch must write nothing"
         return
     assert result["mode"] == "userns"
     _assert_isolated(result)
@@ -263,3 +273,4 @@ def test_visibility_allows_course_lib_and_the_environment_and_hides_the_reposito
     assert any(Path(sys.prefix).resolve() == Path(p) or Path(p) in Path(sys.prefix).resolve().parents for p in visible)
     hidden = trust.paths_to_hide([ROOT / "solutions"])
     assert repository in hidden and str((ROOT / "solutions").resolve()) in hidden
+    assert trust.paths_to_hide(["/", "/usr"]) == trust.paths_to_hide([])  # /alice.ipynb's folder: never the system

@@ -336,8 +336,11 @@ def grade_submission(
     if problem:
         return failed(problem)
 
+    # Called alone too (not only from grade_batch): never show the source's or other submissions' folders.
+    resolved = submission.resolve()
+    hide = [*hide, source.resolve().parent, resolved.parent, resolved.parent.parent]
     # As root the process leases a uid of its own, which no other grader on this machine holds.
-    process = StudentProcess(submission, [t.grade_id for t in tests], limits, list(hide), mode)
+    process = StudentProcess(submission, [t.grade_id for t in tests], limits, hide, mode)
     try:
         process.start()
         result = _run_tests(process, tests, failed)

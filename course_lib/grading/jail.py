@@ -30,7 +30,8 @@ In the first two modes, in order:
    reaps orphans, and reports the command's wait status to this process,
    which exits the same way (so the grader sees the command's exit code or
    signal). When PID 1 dies the kernel kills everything in the namespace;
-4. in the command's process: resource limits, then (root mode) the leased uid, then ``exec``.
+4. in the command's process: no new privileges (setuid programs do not elevate), resource
+   limits, then (root mode) the leased uid, then ``exec``.
 
 Any failure before ``exec`` prints one line starting with ``jail:`` on
 stderr and exits with code 2; the grader shows that line as the reason.
@@ -52,7 +53,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 0x1
 SYS_MOUNT_SETATTR = 442  # the same number on x86_64 and aarch64
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME, ST_RELATIME = 1024, 2048, 1 << 21, 4096
 
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
@@ -196,6 +197,8 @@ def apply_limits(config: dict[str, Any]) -> None:
 
 
 def _run_command(config: dict[str, Any], command: list[str]) -> NoReturn:
+    # No setuid program (sudo, su, ...) can give the command more privileges than it has.
+    _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     apply_limits(config)
     if config["mode"] == "root":
         uid = config["uid"]

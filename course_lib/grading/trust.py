@@ -38,6 +38,10 @@ from typing import Iterable
 # A covered folder above a visible path (``/tmp`` above the scratch directory, the repository
 # above course_lib) gets that path bound back, so hiding never cuts a needed path off.
 
+#: Never covered, whatever folder a submission or output lies in: the system the interpreter runs on.
+SYSTEM_FOLDERS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/opt",
+                            "/proc", "/run", "/sbin", "/sys", "/usr", "/var"})
+
 #: The ways a submission's process can be confined, most isolated first.
 ISOLATION_MODES = ("root", "userns", "none")
 
@@ -108,7 +112,7 @@ def paths_to_hide(paths: Iterable[str | Path]) -> list[str]:
     hidden = {os.path.realpath(p) for p in paths}
     repositories = {r for r in (course_repository(), *map(checkout_root, visible_paths())) if r}
     hidden |= repositories | {d for r in repositories for d in _git_dirs(r)}
-    return sorted(hidden)
+    return sorted(hidden - SYSTEM_FOLDERS)
 
 
 def isolation_mode(unsafe_same_user: bool = False) -> str:

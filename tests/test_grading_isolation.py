@@ -274,3 +274,20 @@ def test_visibility_allows_course_lib_and_the_environment_and_hides_the_reposito
     hidden = trust.paths_to_hide([ROOT / "solutions"])
     assert repository in hidden and str((ROOT / "solutions").resolve()) in hidden
     assert trust.paths_to_hide(["/", "/usr"]) == trust.paths_to_hide([])  # /alice.ipynb's folder: never the system
+
+
+@needs_root
+def test_a_student_process_leases_its_own_uid_and_releases_it_when_closed():
+    process = sandbox.StudentProcess(SOURCE, [], Limits(timeout_s=60), [], mode="root")
+    assert process.uid is None  # nothing leased, and never a fallback uid, before it starts
+    try:
+        process.start()
+        uid = process.uid
+        assert uid is not None and sandbox.BASE_UID <= uid < sandbox.BASE_UID + sandbox.UID_RANGE
+        with sandbox.UidLease() as other:
+            assert other != uid  # held: no other grader gets it
+    finally:
+        process.close()
+    assert not sandbox._processes_of(uid)
+    with sandbox.UidLease() as again:
+        assert again <= uid  # released with the process

@@ -47,7 +47,10 @@ ISOLATION_MODES = ("root", "userns", "none")
 
 
 class IsolationUnavailable(ValueError):
-    """The grader cannot confine submissions here and was not told to run them unconfined."""
+    """The grader cannot confine submissions here and was not told to run them unconfined.
+
+    A ``ValueError``: the command line reports it as ``error: ...`` and exits with code 2.
+    """
 
 
 @functools.cache

@@ -124,7 +124,7 @@ def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
     files = {f"submission{fmt}": bytes(blob), f"baseline{fmt}": baseline_artefact(fmt).read_bytes(),
              "request.json": json.dumps({"kind": "capstone", "options": {"format": fmt, "on": on}}).encode()}
     returncode, stdout, stderr = run_confined(["-m", "course_lib.grading.facts", "capstone"], files,
-                                              Limits(timeout_s=timeout_s), trust.hidden_from_measurement())
+                                              Limits(timeout_s=timeout_s))
     if returncode is None:
         return {"error": f"measuring the artefact took longer than {timeout_s:.0f} s"}
     lines = [line for line in stdout.splitlines() if line.startswith("FACTS ")]

@@ -30,7 +30,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

@@ -25,13 +25,14 @@ import builtins
 import csv
 import re
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from course_lib.grading import checks, protocol, snapshot, trust
-from course_lib.grading.sandbox import Limits, StudentGone, StudentProcess, UidLease, running_as_root
+from course_lib.grading.sandbox import Limits, StudentGone, StudentProcess
 
 BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
 END_HIDDEN = "### END HIDDEN TESTS"
@@ -324,10 +325,14 @@ def grade_submission(
     student: str | None = None,
     limits: Limits | None = None,
     hide: Iterable[Path] = (),
-    uid: int | None = None,
     tests: list[TestCell] | None = None,
+    unsafe_same_user: bool = False,
 ) -> GradeResult:
-    """Grade one notebook against ``source``. Never raises for anything the submission does."""
+    """Grade one notebook against ``source``. Never raises for anything the submission does.
+
+    Raises :class:`~course_lib.grading.trust.IsolationUnavailable` (before running anything)
+    when the submission cannot be confined here and ``unsafe_same_user`` was not given.
+    """
     start = time.monotonic()
     limits = limits or Limits()
     tests = tests if tests is not None else load_tests(source)
@@ -339,21 +344,21 @@ def grade_submission(
         return GradeResult(student, str(submission), source.stem, round(sum(c.earned for c in cells), 2), max_score,
                            "error", reason, cells, seconds=time.monotonic() - start, **extra)
 
+    mode = trust.isolation_mode(unsafe_same_user)
     problem = _unreadable_reason(submission)
     if problem:
         return failed(problem)
 
-    lease = UidLease() if uid is None and running_as_root() else None
-    if lease is not None:
-        uid = lease.acquire()  # a uid no other grader on this machine is using right now
-    process = StudentProcess(submission, [t.grade_id for t in tests], limits, list(hide), uid)
+    # Called alone too (not only from grade_batch): never show the source's or other submissions' folders.
+    resolved = submission.resolve()
+    hide = [*hide, source.resolve().parent, resolved.parent, resolved.parent.parent]
+    # As root the process leases a uid of its own, which no other grader on this machine holds.
+    process = StudentProcess(submission, [t.grade_id for t in tests], limits, hide, mode)
     try:
         process.start()
         result = _run_tests(process, tests, failed)
     finally:
-        process.close()  # also joins the thread that collects the process's output
-        if lease is not None:
-            lease.release()
+        process.close()  # also joins the thread that collects the process's output, and ends the lease
     result.output = _tail(process)
     result.seconds = time.monotonic() - start
     result.student, result.submission, result.assignment = student, str(submission), source.stem
@@ -480,12 +485,18 @@ def grade_batch(
     limits: Limits | None = None,
     progress: bool = True,
     extra_hide: Iterable[Path] = (),
+    unsafe_same_user: bool = False,
 ) -> list[GradeResult]:
-    """Grade many submissions in parallel; write ``grades.csv`` and ``feedback/<student>.md`` into ``out_dir``."""
+    """Grade many submissions in parallel; write ``grades.csv`` and ``feedback/<student>.md`` into ``out_dir``.
+
+    Refuses to start (:class:`~course_lib.grading.trust.IsolationUnavailable`, nothing written)
+    where submissions cannot be confined, unless ``unsafe_same_user`` (``--unsafe-same-user``).
+    """
     from tqdm import tqdm
 
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    trust.isolation_mode(unsafe_same_user)
     tests = load_tests(source)  # once, and a broken source fails before any student runs
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "feedback").mkdir(exist_ok=True)
@@ -495,8 +506,7 @@ def grade_batch(
 
     def one(student: str, path: Path) -> GradeResult:
         try:
-            # uid=None: as root, grade_submission leases a uid that no grader on this machine holds
-            return grade_submission(path, source, student, limits, hide, None, tests)
+            return grade_submission(path, source, student, limits, hide, tests, unsafe_same_user)
         except SourceError:
             raise
         except Exception as exc:  # noqa: BLE001 - the batch goes on, the reason is recorded
@@ -517,21 +527,8 @@ def grade_batch(
 
 
 def _paths_to_hide(paths: Iterable[Path]) -> list[Path]:
-    """Folders to cover in the student's view, minus any that hold the Python environment or course_lib."""
-    import sys
-
-    import course_lib
-
-    needed = [Path(sys.prefix).resolve(), Path(course_lib.__file__).resolve().parent]
-    hide = []
-    for path in {Path(p).resolve() for p in paths}:
-        if any(n == path or path in n.parents for n in needed):
-            continue  # hiding it would hide the interpreter or the library the student's process needs
-        hide.append(path)
-    repo_tests = Path(course_lib.__file__).resolve().parent.parent / "tests"
-    if repo_tests.is_dir():
-        hide.append(repo_tests)
-    return sorted(set(hide))
+    """Folders to cover in the student's view: ``paths`` and every repository (the policy: :func:`trust.paths_to_hide`)."""
+    return [Path(p) for p in trust.paths_to_hide(paths)]
 
 
 def write_csv(results: list[GradeResult], tests: list[TestCell], path: Path) -> None:

@@ -2,29 +2,32 @@
 
 One :class:`StudentProcess` per submission: a scratch directory holding only
 a copy of the submission, a scrubbed environment, resource limits, a process
-group (so a timeout kills everything it started), and - when the grader runs
-as root - a uid of its own and a private mount namespace (see
-:mod:`course_lib.grading.jail`).
+group (so a timeout kills everything it started), and the jail's namespaces
+(see :mod:`course_lib.grading.jail`): as root with a uid of its own, without
+root in an unprivileged user namespace (:func:`course_lib.grading.trust.isolation_mode`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from course_lib.grading import trust
+from course_lib.grading import jail, trust
 from course_lib.grading.protocol import MAX_MESSAGE_BYTES
 
 #: First uid handed to sandboxed submissions when grading as root (one uid per concurrent job);
@@ -32,6 +35,22 @@ from course_lib.grading.protocol import MAX_MESSAGE_BYTES
 BASE_UID = int(os.environ.get("COURSE_LIB_GRADER_BASE_UID", "64000"))
 #: How many uids from BASE_UID the graders on one machine may use at once.
 UID_RANGE = 4096
+#: Where uid leases are kept: root's own, so no other user can plant a file or a symlink there.
+LOCK_DIR = Path("/run/course_lib_grader")
+#: How much of a dead process's own output its reason quotes.
+EXIT_TAIL_LINES, EXIT_TAIL_CHARS = 5, 500
+
+
+def _root_lock_dir() -> Path:
+    """:data:`LOCK_DIR`, created 0700 by root, refused if anyone else could have made or changed it."""
+    try:
+        os.mkdir(LOCK_DIR, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(LOCK_DIR)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
+        raise RuntimeError(f"{LOCK_DIR} must be a directory owned by root with mode 0700 (it is not): remove it")
+    return LOCK_DIR
 
 
 class UidLease:
@@ -45,7 +64,7 @@ class UidLease:
     """
 
     def __init__(self, lock_dir: str | Path | None = None) -> None:
-        self.lock_dir = Path(lock_dir or tempfile.gettempdir())
+        self.lock_dir = Path(lock_dir) if lock_dir is not None else _root_lock_dir()
         self.uid: int | None = None
         self._fd: int | None = None
 
@@ -53,7 +72,8 @@ class UidLease:
         import fcntl
 
         for uid in range(BASE_UID, BASE_UID + UID_RANGE):
-            fd = os.open(self.lock_dir / f"course_lib_grader_uid_{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            fd = os.open(self.lock_dir / f"course_lib_grader_uid_{uid}.lock",
+                         os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -131,11 +151,13 @@ def _kill_uid(uid: int) -> None:
         time.sleep(0.05)
 
 
-def jail_config(scratch: Path, uid: int | None, limits: Limits, hide: list[str]) -> dict[str, Any]:
-    """The configuration :mod:`course_lib.grading.jail` confines a process with: scrubbed environment, limits, uid."""
-    import course_lib
-
-    home = "/tmp" if uid is not None else str(scratch)  # the jail mounts a private /tmp only when root
+def jail_config(scratch: Path, mode: str, uid: int | None, limits: Limits, hide: list[str]) -> dict[str, Any]:
+    """The configuration :mod:`course_lib.grading.jail` confines a process with: mode, visibility, environment, limits, uid."""
+    if mode not in trust.ISOLATION_MODES:
+        raise ValueError(f"unknown isolation mode {mode!r}; one of {trust.ISOLATION_MODES}")
+    if mode == "root" and uid is None:
+        raise ValueError("root mode needs a leased uid (UidLease): a submission never runs as root")
+    home = "/tmp" if mode != "none" else str(scratch)  # the jail mounts a private /tmp in its namespaces
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": home,
@@ -153,16 +175,13 @@ def jail_config(scratch: Path, uid: int | None, limits: Limits, hide: list[str])
     }
     # Some CPUs here need these for OpenBLAS to compute correctly (see the machine notes).
     env.update({k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")})
-    processes = limits.processes
-    if uid is None:
-        # Without a uid of its own the process limit counts all of this user's processes.
-        processes += len(_processes_of(os.getuid()))
-    needed = sorted({os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
-                     str(Path(course_lib.__file__).resolve().parent)})
+    # In a user namespace the jail's own two processes count against the limit too.
+    processes = limits.processes + (jail.JAIL_PROCESSES if mode == "userns" else 0)
     return {
+        "mode": mode,
         "scratch": str(scratch),
-        "needed": needed,
-        "hide": hide,
+        "readonly": trust.visible_paths(),
+        "hide": sorted(set(hide)),
         "uid": uid,
         "env": env,
         "memory_bytes": limits.memory_bytes,
@@ -173,6 +192,28 @@ def jail_config(scratch: Path, uid: int | None, limits: Limits, hide: list[str])
     }
 
 
+def _jail_command(config: dict[str, Any], command: list[str]) -> list[str]:
+    # The file, not ``-m``: importing the course_lib package would load numpy, whose threads make
+    # unshare(CLONE_NEWUSER) fail (EINVAL in a multithreaded process). The jail needs the stdlib only.
+    return [sys.executable, "-I", str(Path(jail.__file__).resolve()), json.dumps(config), "--", *command]
+
+
+@functools.cache
+def namespaces_problem() -> str | None:
+    """Why the jail's user-namespace mode does not work here (its own words), or None if it does. Tried once."""
+    with tempfile.TemporaryDirectory(prefix="course_lib_probe_") as folder:
+        config = jail_config(Path(folder), "userns", None, Limits(timeout_s=60), [])
+        try:
+            done = subprocess.run(_jail_command(config, [sys.executable, "-I", "-c", "pass"]), cwd=folder,
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return (lines[-1] if lines else f"exit code {done.returncode}")[:300]
+
+
 def run_confined(
     python_args: list[str], files: dict[str, bytes], limits: Limits, hide: Sequence[str | Path] = (),
 ) -> tuple[int | None, str, str]:
@@ -180,12 +221,16 @@ def run_confined(
 
     For work on a learner's *data* (a model file parsed by a native runtime,
     say) that must not run with the grader's privileges: the process gets the
-    jail (own uid and private mounts when root, limits always) and a fresh
-    scratch directory, its working directory, holding ``files``. Returns the
+    jail (the best isolation available here, see
+    :func:`~course_lib.grading.trust.isolation_mode`; limits always) and a
+    fresh scratch directory, its working directory, holding ``files``. The
+    code is trusted, so where nothing isolates (a learner's own notebook on a
+    machine without user namespaces) it runs with limits only. Returns the
     exit code (``None`` after the timeout, when everything it started is
     killed), stdout and stderr.
     """
-    lease = UidLease() if running_as_root() else None
+    mode = trust.isolation_mode(unsafe_same_user=True)
+    lease = UidLease() if mode == "root" else None
     uid = lease.acquire() if lease is not None else None
     run_dir = Path(tempfile.mkdtemp(prefix="course_lib_confined_"))
     process: subprocess.Popen[str] | None = None
@@ -198,9 +243,8 @@ def run_confined(
         if uid is not None:
             for path in [scratch, *scratch.iterdir()]:
                 os.chown(path, uid, uid)
-        config = jail_config(scratch, uid, limits, [str(Path(h).resolve()) for h in hide])
-        command = [sys.executable, "-I", "-B", *python_args]
-        jail = [sys.executable, "-I", "-m", "course_lib.grading.jail", json.dumps(config), "--", *command]
+        config = jail_config(scratch, mode, uid, limits, trust.paths_to_hide(hide))
+        jail = _jail_command(config, [sys.executable, "-I", "-B", *python_args])
         process = subprocess.Popen(jail, cwd=scratch, env={"PATH": config["env"]["PATH"], "LANG": "C.UTF-8"},
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True)
@@ -232,15 +276,17 @@ class StudentProcess:
         skip_ids: list[str],
         limits: Limits,
         hide: list[Path],
-        uid: int | None,
+        mode: str | None = None,
         work_root: Path | None = None,
     ) -> None:
+        """``mode``: how to confine it (:func:`~course_lib.grading.trust.isolation_mode`, decided here if None)."""
         self.submission = Path(submission)
         self.skip_ids = skip_ids
         self.limits = limits
-        self.hide = [str(Path(h).resolve()) for h in hide]
-        # As root the submission always gets a uid of its own (never root itself).
-        self.uid = (uid if uid is not None else BASE_UID) if running_as_root() else None
+        self.hide = trust.paths_to_hide(hide)
+        self.mode = mode if mode is not None else trust.isolation_mode()
+        self._lease: UidLease | None = None
+        self.uid: int | None = None  # as root, a leased uid of its own in start(): never root itself
         self.work_root = Path(work_root or tempfile.gettempdir())
         self.deadline = time.monotonic() + limits.timeout_s
         self.output = bytearray()
@@ -252,6 +298,9 @@ class StudentProcess:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.mode == "root":
+            self._lease = UidLease()
+            self.uid = self._lease.acquire()  # a uid no other grader on this machine is using right now
         self.run_dir = Path(tempfile.mkdtemp(prefix="course_lib_grade_", dir=self.work_root))
         os.chmod(self.run_dir, 0o711)
         self.scratch = self.run_dir / "scratch"
@@ -263,14 +312,13 @@ class StudentProcess:
 
         request_r, self._request_w = os.pipe()
         self._response_r, response_w = os.pipe()
-        config = jail_config(self.scratch, self.uid, self.limits, self.hide)
+        config = jail_config(self.scratch, self.mode, self.uid, self.limits, self.hide)
         env = config["env"]
         # -I ignores PYTHON* variables, so unbuffered output (-u) and no .pyc writes (-B) are flags.
         child = [sys.executable, "-I", "-u", "-B", "-m", "course_lib.grading.child", "submission.ipynb",
                  str(request_r), str(response_w), json.dumps(self.skip_ids)]
-        jail = [sys.executable, "-I", "-m", "course_lib.grading.jail", json.dumps(config), "--", *child]
         self.process = subprocess.Popen(
-            jail,
+            _jail_command(config, child),
             cwd=self.scratch,
             env={"PATH": env["PATH"], "LANG": "C.UTF-8", **{k: v for k, v in env.items() if k.startswith("OPENBLAS_")}},
             stdin=subprocess.DEVNULL,
@@ -316,6 +364,9 @@ class StudentProcess:
                     pass
         if hasattr(self, "run_dir"):
             shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self._lease is not None:
+            self._lease.release()  # only now: every process of the uid is gone
+            self._lease = None
 
     # --- messages ----------------------------------------------------------------------------
 
@@ -357,8 +408,21 @@ class StudentProcess:
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             why = {"SIGKILL": " (killed: memory or CPU limit?)", "SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)"}
-            return f"the notebook's process was killed by {name}{why.get(name, '')}{where}"
-        return f"the notebook's process exited (code {code}){where}"
+            reason = f"the notebook's process was killed by {name}{why.get(name, '')}{where}"
+        else:
+            reason = f"the notebook's process exited (code {code}){where}"
+        if self.current_cell is None:  # it died outside the learner's cells: the jail or the interpreter says why
+            tail = self._output_tail()
+            if tail:
+                reason += f"; its last output: {tail}"
+        return reason
+
+    def _output_tail(self) -> str:
+        """The last few lines the process wrote (stdout and stderr), bounded: a dying process's own words."""
+        self._drain.join(timeout=2)  # its output ends when the process does
+        lines = [line.strip() for line in bytes(self.output).decode("utf-8", errors="replace").splitlines() if line.strip()]
+        text = " | ".join(lines[-EXIT_TAIL_LINES:])
+        return text if len(text) <= EXIT_TAIL_CHARS else "..." + text[-(EXIT_TAIL_CHARS - 3):]
 
     def wait_ready(self) -> list[dict[str, Any]]:
         """Let the notebook run; return the cells that raised. :class:`StudentGone` if it never gets there.

@@ -67,7 +67,7 @@ def _measure(kind: str, model: bytes, inputs: dict[str, np.ndarray], options: di
     from course_lib.grading.sandbox import Limits, run_confined
 
     returncode, stdout, stderr = run_confined(["-m", "course_lib.grading.facts", kind], _files(kind, model, inputs, options),
-                                              Limits(timeout_s=FACTS_TIMEOUT_S), trust.hidden_from_measurement())
+                                              Limits(timeout_s=FACTS_TIMEOUT_S))
     if returncode is None:
         raise checks.MeasurementError(f"measuring your model took longer than {FACTS_TIMEOUT_S:.0f} s")
     lines = [line for line in stdout.splitlines() if line.startswith("FACTS ")]

@@ -229,16 +229,16 @@ NO_WORK = {
                               "convert_full_int8 = lambda model, representative: tflite.convert_keras(model, 'fp32')",
     "06_onnx_roundtrip": "parity_stats = lambda r, c: {}\nfirst_mismatch = lambda *a: None\nmake_exportable = lambda gate: gate",
     "07_edge_deployment": "verify = lambda *a, **k: {}\n"
-                          "build_artefact = lambda model, images, folder: onnx_io.export_onnx(\n"
+                          "build_artefact = lambda model, images, folder: Path(folder).mkdir(exist_ok=True) or onnx_io.export_onnx(\n"
                           "    model, torch.as_tensor(images[:32]), Path(folder) / 'm.onnx')",
     "08_capstone": "train_compressed_model = lambda split: capstone.cnn(seed=0).eval()\n"
-                   "export_artefact = lambda model, images, folder: onnx_io.export_onnx(\n"
+                   "export_artefact = lambda model, images, folder: Path(folder).mkdir(exist_ok=True) or onnx_io.export_onnx(\n"
                    "    model, torch.as_tensor(images[:32]), Path(folder) / 'm.onnx', external_data=False)",
 }
 # What those do-nothing answers score on their own (measured with the grader; a patched library must not add a point).
 NO_WORK_SCORES = {
-    "01_lightweight_design": 0.67, "02_pruning_pytorch": 1.2, "03_pruning_keras": 0.0, "04_quantization_pytorch": 0.0,
-    "05_quantization_tflite": 0.0, "06_onnx_roundtrip": 0.0, "07_edge_deployment": 0.0, "08_capstone": 1.0,
+    "01_lightweight_design": 1.2, "02_pruning_pytorch": 3.6, "03_pruning_keras": 2.93, "04_quantization_pytorch": 0.0,
+    "05_quantization_tflite": 1.0, "06_onnx_roundtrip": 0.57, "07_edge_deployment": 0.0, "08_capstone": 2.0,
 }
 
 

@@ -566,7 +566,11 @@ def finish(outcome: Outcome, source: Path, tests: list[TestCell]) -> tuple[Grade
         if not isinstance(result, GradeResult):
             raise result if isinstance(result, BaseException) else TypeError(f"got {type(result).__name__}")
         result.student, result.submission = student, str(path)  # a cluster worker graded a copy elsewhere
-        return result, feedback_markdown(result), csv_row(result, tests)
+        feedback, row = feedback_markdown(result), csv_row(result, tests)
+        # What the caller keeps (and the command line prints) is bounded too.
+        result.reason = _bounded(result.reason, MAX_REASON_CHARS)
+        result.cell_errors = [{"index": index, "error": error} for index, error in valid_cell_errors(result.cell_errors)[0]]
+        return result, feedback, row
     except SourceError:
         raise
     except Exception as exc:  # noqa: BLE001 - the batch goes on, the reason is recorded

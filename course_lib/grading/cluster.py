@@ -11,8 +11,8 @@ paths give the same files.
 Workers must run the course's environment (same ``course_lib``, same pinned packages; checked
 before anything is graded) and run as root for full isolation::
 
-    dask scheduler --host 10.0.0.5 --port 8786                   # on one machine
-    dask worker tcp://10.0.0.5:8786 --nthreads 4 --nworkers 1    # on each grading machine, as root
+    python -m dask scheduler --host 10.0.0.5 --port 8786                   # on one machine
+    python -m dask worker tcp://10.0.0.5:8786 --nthreads 4 --nworkers 1    # each grading machine, as root
 
 Anyone who can reach the scheduler can run code on the workers: keep it on a private network.
 """

@@ -4,8 +4,10 @@ giving the same CSV and feedback as local jobs."""
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -155,14 +157,21 @@ FORGED_FATAL = ('import json, os, sys\n'
                 'os.write(int(sys.argv[3]), (json.dumps({"op": "fatal", "error": "boom " * (4 << 20)}) + "\\n").encode())')
 
 
-def test_forged_messages_leave_every_other_row_correct_and_the_command_succeeds(tmp_path):
-    folder = tmp_path / "submissions"
-    (folder / "alice").mkdir(parents=True)
-    (folder / "alice" / SOURCE.name).write_bytes(SOURCE.read_bytes())
-    notebook_with_first_cell(EXERCISE, FORGED_READY, folder / "mallory" / SOURCE.name)
-    notebook_with_first_cell(EXERCISE, FORGED_FATAL, folder / "eve" / SOURCE.name)
+@pytest.fixture
+def folder_in_tmp():
+    """A folder directly in the temporary directory (``/tmp/x/alice.ipynb``), where the jail builds its scratch."""
+    folder = Path(tempfile.mkdtemp(prefix="submissions_"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_forged_messages_leave_every_other_row_correct_and_the_command_succeeds(tmp_path, folder_in_tmp):
+    folder = folder_in_tmp  # submissions/<student>.ipynb right under /tmp: they grade like anywhere else
+    (folder / "alice.ipynb").write_bytes(SOURCE.read_bytes())
+    notebook_with_first_cell(EXERCISE, FORGED_READY, folder / "mallory.ipynb")
+    notebook_with_first_cell(EXERCISE, FORGED_FATAL, folder / "eve.ipynb")
     out = tmp_path / "grades"
-    result = grade_cli(str(folder), "--out", str(out), "--jobs", "2", "--timeout", "60")
+    result = grade_cli(str(folder), "--out", str(out), "--jobs", "2", "--timeout", "60", "--source", str(SOURCE))
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {row["student"]: row for row in read_csv(out / "grades.csv")}
     assert {k: (r["score"], r["status"]) for k, r in rows.items()} == {

@@ -540,10 +540,13 @@ class LocalRunner:
 
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             futures = {pool.submit(one, student, path): (student, path) for student, path in submissions}
-            for future in as_completed(futures):
-                student, path = futures[future]
-                error = future.exception()
-                yield student, path, error if error is not None else future.result()
+            try:
+                for future in as_completed(futures):
+                    student, path = futures[future]
+                    error = future.exception()
+                    yield student, path, error if error is not None else future.result()
+            finally:  # the batch stopped early (a broken source): start nothing more
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def grader_error(student: str, submission: str, assignment: str, tests: list[TestCell], error: BaseException) -> GradeResult:
@@ -653,13 +656,13 @@ def grade_batch(
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     tests = load_tests(source)  # once, and a broken source fails before any student runs
     limits = limits or Limits()
-    folders = [folder for _, path in submissions for folder in _submission_folders(path)]
-    hide = _paths_to_hide([source.parent, out_dir, *folders, *extra_hide])
     if scheduler is not None:
         from course_lib.grading.cluster import DaskRunner
 
-        runner: LocalRunner | DaskRunner = DaskRunner(scheduler, source, tests, limits)
+        runner: LocalRunner | DaskRunner = DaskRunner(scheduler, source, tests, limits)  # workers hide their own copies
     else:
+        folders = [folder for _, path in submissions for folder in _submission_folders(path)]
+        hide = _paths_to_hide([source.parent, out_dir, *folders, *extra_hide])
         runner = LocalRunner(source, tests, limits, hide, jobs)
     results: list[tuple[GradeResult, list[Any]]] = []
     with runner:

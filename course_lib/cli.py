@@ -165,9 +165,24 @@ def release_command(check: bool) -> int:
     return 0
 
 
-def grade_command(paths: Sequence[str], source: str | None, out: str, jobs: int, timeout: float, memory_mb: int,
-                  unsafe_same_user: bool = False) -> int:
-    """Grade submissions; print a summary table; return 0 when everything was graded (whatever the scores)."""
+def grade_command(
+    paths: Sequence[str],
+    source: str | None,
+    out: str,
+    jobs: int,
+    timeout: float,
+    memory_mb: int,
+    canary: bool = True,
+    scheduler: str | None = None,
+    unsafe_same_user: bool = False,
+) -> int:
+    """Grade submissions; print a summary table.
+
+    Exit code: 0 when every submission was graded (whatever the scores, and even when a submission
+    crashed or timed out: that is the learner's result); 1 when the grader itself failed (broken
+    source, canary short of full marks, output folder not writable, no cluster, or an internal error on
+    some submission: its row says "grader error"); 2 for usage errors and missing input.
+    """
     from course_lib.grading import grader
     from course_lib.grading.sandbox import Limits
 
@@ -180,7 +195,11 @@ def grade_command(paths: Sequence[str], source: str | None, out: str, jobs: int,
         print("error: no .ipynb submissions found in the given paths", file=sys.stderr)
         return 2
     if source is None:
-        sources = {grader.default_source_for(path, SOLUTION_DIR) for _, path in submissions}
+        try:
+            sources = {grader.default_source_for(path, SOLUTION_DIR) for _, path in submissions}
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         if len(sources) != 1:
             print("error: the submissions belong to several assignments; grade one at a time or pass --source",
                   file=sys.stderr)
@@ -197,13 +216,29 @@ def grade_command(paths: Sequence[str], source: str | None, out: str, jobs: int,
               file=sys.stderr)
     limits = Limits(timeout_s=timeout, memory_bytes=memory_mb << 20)
     out_dir = Path(out)
-    results = grader.grade_batch(submissions, source_path, out_dir, jobs=jobs, limits=limits,
-                                 unsafe_same_user=unsafe_same_user)
+    try:
+        results = grader.grade_batch(submissions, source_path, out_dir, jobs=jobs, limits=limits, canary=canary,
+                                     scheduler=scheduler, unsafe_same_user=unsafe_same_user)
+    except grader.SourceError as exc:
+        print(f"error: the source notebook is broken, nothing was graded: {exc}", file=sys.stderr)
+        return 1
+    except grader.GraderFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - an internal error: one clear line, exit 1
+        print(f"error: the grader failed ({type(exc).__name__}: {str(exc)[:500]}); nothing may have been written",
+              file=sys.stderr)
+        return 1
     print(f"\n{'student':24} {'score':>12}  status")
     for r in results:
         print(f"{r.student:24} {r.score:>6g} / {r.max_score:<4g}  {r.status}{': ' + r.reason if r.reason else ''}")
     print(f"\n{len(results)} graded against {source_path.name}; CSV: {out_dir / 'grades.csv'}; "
           f"feedback: {out_dir / 'feedback'}/")
+    failed = [r.student for r in results if r.status == grader.GRADER_ERROR]
+    if failed:
+        print(f"error: the grader failed on {len(failed)} submission(s) ({', '.join(failed[:10])}): their rows say "
+              f"{grader.GRADER_ERROR!r}; every other row is correct", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -325,12 +360,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_grade.add_argument("paths", nargs="+", help="submission notebooks, or folders of them (student/NN.ipynb or student.ipynb)")
     p_grade.add_argument("--source", help="the source notebook (default: solutions/<same file name>)")
     p_grade.add_argument("--out", default="grades", help="output folder for grades.csv and feedback/ (default: grades)")
-    p_grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    p_grade.add_argument("--jobs", type=int, help="submissions graded at once on this machine (default 1)")
     p_grade.add_argument("--timeout", type=float, default=120.0, help="seconds per submission (default 120)")
     p_grade.add_argument("--memory-mb", type=int, default=3072, help="memory per submission in MB (default 3072)")
     p_grade.add_argument("--unsafe-same-user", action="store_true",
                          help="without root and without user namespaces, run submissions unconfined as your own user "
                               "(they could kill the grader and rewrite course_lib); otherwise grading refuses to start")
+    p_grade.add_argument("--no-canary", action="store_true",
+                         help="skip the canary (grading the source solution first, which must get full marks)")
+    p_grade.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                         help="grade on a Dask cluster (workers started with the course's environment) instead of "
+                              "--jobs local processes")
 
     p_rep = sub.add_parser("report", help="run the capstone pipeline headless; write results/ (table, JSON, plot)")
     p_rep.add_argument("--out", help="folder for summary.json, summary.md, tradeoffs.png (default: the repository's "
@@ -347,14 +387,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "release":
         return release_command(args.check)
     if args.command == "grade":
-        if args.jobs < 1 or args.timeout <= 0 or args.memory_mb < 256:
+        if (args.jobs is not None and args.jobs < 1) or args.timeout <= 0 or args.memory_mb < 256:
             parser.error("--jobs must be ≥ 1, --timeout > 0 and --memory-mb ≥ 256")
-        try:
-            return grade_command(args.paths, args.source, args.out, args.jobs, args.timeout, args.memory_mb,
-                                 args.unsafe_same_user)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        if args.jobs is not None and args.scheduler:
+            parser.error("--jobs is for grading on this machine; with --scheduler, the cluster's workers set it")
+        if args.scheduler and not re.fullmatch(r"(tcp|tls)://[^/\s]+:\d+", args.scheduler):
+            parser.error(f"--scheduler must look like tcp://HOST:PORT, got {args.scheduler!r}")
+        return grade_command(args.paths, args.source, args.out, args.jobs or 1, args.timeout, args.memory_mb,
+                             canary=not args.no_canary, scheduler=args.scheduler,
+                             unsafe_same_user=args.unsafe_same_user)
     if args.command == "report":
         if args.render_only:
             return render_command(args.out)

@@ -23,9 +23,11 @@ from __future__ import annotations
 import ast
 import builtins
 import csv
+import math
 import re
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +257,7 @@ class GradeResult:
     assignment: str
     score: float
     max_score: float
-    status: str  # "graded" or "error"
+    status: str  # "graded", "error" (the submission failed) or GRADER_ERROR (the grader failed on it)
     reason: str = ""
     cells: list[CellGrade] = field(default_factory=list)
     cell_errors: list[dict[str, Any]] = field(default_factory=list)
@@ -418,27 +420,81 @@ def _unreadable_reason(submission: Path) -> str:
 
 # --- feedback, CSV, batches ------------------------------------------------------------------
 
+#: Longest reason kept in a CSV row, a feedback file or the terminal (a submission's process writes some reasons).
+MAX_REASON_CHARS = 500
+#: Longest check message, hint or cell error kept in feedback.
+MAX_DETAIL_CHARS = 300
+#: Cell errors listed in feedback; the rest are counted.
+MAX_CELL_ERRORS = 20
+#: Status of a submission the grader itself failed on (a bug of the grader, not the learner's doing).
+GRADER_ERROR = "grader error"
+
+
+class GraderFailure(RuntimeError):
+    """The grader itself failed, not a submission: the command exits non-zero."""
+
+
+class CanaryFailed(GraderFailure):
+    """The source solution, graded as a submission before the batch, did not get full marks."""
+
+
+def _bounded(value: Any, limit: int) -> str:
+    """``value`` as one line of at most ``limit`` characters, whatever its type (results carry untrusted text)."""
+    if isinstance(value, str):
+        text = value
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = str(value)
+    else:
+        text = f"<{type(value).__name__}>"  # never repr() an unknown object: it may be huge or raise
+    text = " ".join(text[: limit + 1].split())  # cut before collapsing: a 60 MB reason costs nothing here
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(value: Any) -> float:
+    """A finite float for a score or a duration, 0.0 for anything else."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0
+
+
+def valid_cell_errors(errors: Any) -> tuple[list[tuple[int, str]], int]:
+    """The well-formed ``{"index": int, "error": str}`` entries as ``(index, error)``, and how many were not."""
+    if not isinstance(errors, list):
+        return [], 0 if errors in (None, ()) else 1
+    valid = [(error["index"], _bounded(error["error"], MAX_DETAIL_CHARS)) for error in errors
+             if isinstance(error, dict) and type(error.get("index")) is int and isinstance(error.get("error"), str)]
+    return valid, len(errors) - len(valid)
+
 
 def feedback_markdown(result: GradeResult) -> str:
-    """Per-student feedback. Hidden checks: name and result only, never code or expected values."""
-    lines = [f"# Feedback: {result.student} · {result.assignment}", "",
-             f"**Score: {result.score:g} / {result.max_score:g}**", ""]
+    """Per-student feedback. Hidden checks: name and result only, never code or expected values.
+
+    Every field is treated as untrusted (bounded, type-checked): rendering never raises for what a
+    submission sent, so one submission cannot stop the batch.
+    """
+    lines = [f"# Feedback: {_bounded(result.student, 100)} · {_bounded(result.assignment, 100)}", "",
+             f"**Score: {_number(result.score):g} / {_number(result.max_score):g}**", ""]
     if result.reason:
-        lines += [f"> {result.reason}", ""]
-    for cell in result.cells:
-        lines.append(f"## {cell.grade_id}: {cell.earned:g} / {cell.points:g}")
+        lines += [f"> {_bounded(result.reason, MAX_REASON_CHARS)}", ""]
+    for cell in result.cells if isinstance(result.cells, list) else []:
+        lines.append(f"## {_bounded(cell.grade_id, 100)}: {_number(cell.earned):g} / {_number(cell.points):g}")
         for number, check in enumerate(cell.checks, start=1):
             mark = "✓" if check.passed else "✗"
             if check.hidden:
                 lines.append(f"- {mark} hidden test {number}")
             else:
-                detail = "" if check.passed else f" — {check.message}" + (f" (hint: {check.hint})" if check.hint else "")
-                lines.append(f"- {mark} {check.name}{detail}")
+                detail = "" if check.passed else " — " + _bounded(check.message, MAX_DETAIL_CHARS)
+                detail += f" (hint: {_bounded(check.hint, MAX_DETAIL_CHARS)})" if detail and check.hint else ""
+                lines.append(f"- {mark} {_bounded(check.name, MAX_DETAIL_CHARS)}{detail}")
         lines.append("")
-    if result.cell_errors:
+    errors, malformed = valid_cell_errors(result.cell_errors)
+    if errors or malformed:
         lines.append("## Cells of yours that raised an error")
-        for error in result.cell_errors[:20]:
-            lines.append(f"- code cell {error.get('index')}: {str(error.get('error'))[:300]}")
+        lines += [f"- code cell {index}: {error}" for index, error in errors[:MAX_CELL_ERRORS]]
+        if len(errors) > MAX_CELL_ERRORS:
+            lines.append(f"- … and {len(errors) - MAX_CELL_ERRORS} more")
+        if malformed:
+            lines.append(f"- {malformed} error report(s) from your notebook's process were malformed and left out")
         lines.append("")
     return "\n".join(lines)
 
@@ -477,6 +533,122 @@ def find_submissions(paths: Iterable[Path]) -> list[tuple[str, Path]]:
     return unique
 
 
+#: What a grading engine yields per submission: who, which file, and the result or what the grader raised.
+Outcome = tuple[str, Path, GradeResult | BaseException]
+
+
+class LocalRunner:
+    """Grades submissions on this machine, ``jobs`` at a time (threads waiting on confined processes)."""
+
+    def __init__(self, source: Path, tests: list[TestCell], limits: Limits, hide: list[Path], jobs: int,
+                 unsafe_same_user: bool = False) -> None:
+        self.source, self.tests, self.limits, self.hide, self.jobs = source, tests, limits, hide, jobs
+        self.unsafe_same_user = unsafe_same_user
+
+    def __enter__(self) -> LocalRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def grade(self, submissions: list[tuple[str, Path]]) -> Iterator[Outcome]:
+        """Outcomes in the order they finish."""
+        def one(student: str, path: Path) -> GradeResult:
+            # as root, each submission's process leases a uid that no grader on this machine holds
+            return grade_submission(path, self.source, student, self.limits, self.hide, self.tests, self.unsafe_same_user)
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            futures = {pool.submit(one, student, path): (student, path) for student, path in submissions}
+            try:
+                for future in as_completed(futures):
+                    student, path = futures[future]
+                    error = future.exception()
+                    yield student, path, error if error is not None else future.result()
+            finally:  # the batch stopped early (a broken source): start nothing more
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def grader_error(student: str, submission: str, assignment: str, tests: list[TestCell], error: BaseException) -> GradeResult:
+    """The row of a submission the grader failed on: zero, and the grader's exception as the reason."""
+    reason = _bounded(f"{GRADER_ERROR}: {type(error).__name__}: {error}", MAX_REASON_CHARS)
+    return GradeResult(student, submission, assignment, 0.0, sum(t.points for t in tests), GRADER_ERROR, reason,
+                       _zero_cells(tests, "not graded"))
+
+
+def finish(outcome: Outcome, source: Path, tests: list[TestCell]) -> tuple[GradeResult, str, list[Any]]:
+    """One submission's result, feedback and CSV row, inside its own failure boundary.
+
+    Whatever the result holds (forged messages, huge strings, wrong types), this returns: a failure
+    here turns into a "grader error" row for this submission only, and the rest of the batch goes on.
+    """
+    student, path, result = outcome
+    if isinstance(result, SourceError):
+        raise result  # the source notebook is broken: every row would be wrong
+    try:
+        if not isinstance(result, GradeResult):
+            raise result if isinstance(result, BaseException) else TypeError(f"got {type(result).__name__}")
+        result.student, result.submission = student, str(path)  # a cluster worker graded a copy elsewhere
+        feedback, row = feedback_markdown(result), csv_row(result, tests)
+        # What the caller keeps (and the command line prints) is bounded too.
+        result.reason = _bounded(result.reason, MAX_REASON_CHARS)
+        result.cell_errors = [{"index": index, "error": error} for index, error in valid_cell_errors(result.cell_errors)[0]]
+        return result, feedback, row
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the batch goes on, the reason is recorded
+        failed = grader_error(student, str(path), source.stem, tests, exc)
+        return failed, feedback_markdown(failed), csv_row(failed, tests)
+
+
+def check_canary(result: GradeResult | BaseException, source: Path) -> None:
+    """Raise :class:`CanaryFailed` unless the source solution, graded as a submission, got full marks.
+
+    A grader that cannot give the reference solution full marks (a broken environment, a jail that
+    cannot start, submissions placed where the jail cannot work) would give every learner a wrong
+    score; the message carries the canary's reason and the last lines its process printed.
+    """
+    if isinstance(result, BaseException):
+        raise CanaryFailed(f"the canary (the source solution {source.name}, graded as a submission) made the "
+                           f"grader fail: {type(result).__name__}: {_bounded(str(result), MAX_REASON_CHARS)}")
+    if result.status == "graded" and _number(result.score) == _number(result.max_score):
+        return
+    lost = [f"{cell.grade_id}: {check.name}: {check.message}" for cell in result.cells for check in cell.checks
+            if not check.passed]
+    lines = [f"the canary (the source solution {source.name}, graded as a submission in the same environment "
+             f"and limits) scored {_number(result.score):g} / {_number(result.max_score):g}, so no submission "
+             f"was graded and nothing was written."]
+    if result.reason:
+        lines.append(f"reason: {_bounded(result.reason, MAX_REASON_CHARS)}")
+    lines += [f"failed: {_bounded(text, MAX_DETAIL_CHARS)}" for text in lost[:5]]
+    tail = [line for line in result.output.splitlines() if line.strip()][-15:]
+    if tail:
+        lines.append("last lines of the canary's process:")
+        lines += [f"    {line[:MAX_DETAIL_CHARS]}" for line in tail]
+    raise CanaryFailed("\n".join(lines))
+
+
+def _prepare_output(out_dir: Path) -> Path:
+    """Create ``out_dir/feedback`` and prove it writable before any submission runs."""
+    feedback_dir = out_dir / "feedback"
+    try:
+        feedback_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=feedback_dir, prefix=".write_test_"):
+            pass
+    except OSError as exc:
+        raise GraderFailure(f"cannot write into the output folder {out_dir}: {exc.strerror or exc}") from None
+    return feedback_dir
+
+
+def _submission_folders(path: Path) -> list[Path]:
+    """A submission's folder and the one above it (``submissions/<student>/NN.ipynb``): no learner reads another's.
+
+    Never the temporary directory or an ancestor of it: the jail builds each submission's scratch there.
+    """
+    temp = Path(tempfile.gettempdir()).resolve()
+    folders = [Path(path).resolve().parent, Path(path).resolve().parent.parent]
+    return [f for f in folders if not (f == temp or f in temp.parents)]
+
+
 def grade_batch(
     submissions: list[tuple[str, Path]],
     source: Path,
@@ -486,11 +658,19 @@ def grade_batch(
     progress: bool = True,
     extra_hide: Iterable[Path] = (),
     unsafe_same_user: bool = False,
+    canary: bool = True,
+    scheduler: str | None = None,
 ) -> list[GradeResult]:
-    """Grade many submissions in parallel; write ``grades.csv`` and ``feedback/<student>.md`` into ``out_dir``.
+    """Grade many submissions; write ``grades.csv`` and ``feedback/<student>.md`` into ``out_dir``.
 
-    Refuses to start (:class:`~course_lib.grading.trust.IsolationUnavailable`, nothing written)
-    where submissions cannot be confined, unless ``unsafe_same_user`` (``--unsafe-same-user``).
+    First the canary (``canary=True``): the source solution is graded like a submission, in the same
+    environment and limits, and anything short of full marks raises :class:`CanaryFailed` before
+    anything is written. Then every submission, each in its own failure boundary: one submission's
+    result, however malformed, never stops the batch. ``scheduler`` (``tcp://HOST:PORT``) grades on
+    a Dask cluster instead of ``jobs`` local threads, with the same CSV and feedback.
+    Raises :class:`GraderFailure` when the grader itself cannot work (nothing trustworthy to write), and
+    :class:`~course_lib.grading.trust.IsolationUnavailable` (nothing written) where submissions cannot be
+    confined, unless ``unsafe_same_user`` (``--unsafe-same-user``).
     """
     from tqdm import tqdm
 
@@ -498,32 +678,36 @@ def grade_batch(
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     trust.isolation_mode(unsafe_same_user)
     tests = load_tests(source)  # once, and a broken source fails before any student runs
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "feedback").mkdir(exist_ok=True)
-    # A submission's folder and the folder above it (submissions/<student>/NN.ipynb): no student reads another's.
-    folders = [q for _, p in submissions for q in (p.parent, p.parent.parent)]
-    hide = _paths_to_hide([source.parent, out_dir, *folders, *extra_hide])
+    limits = limits or Limits()
+    if scheduler is not None:
+        from course_lib.grading.cluster import DaskRunner
 
-    def one(student: str, path: Path) -> GradeResult:
-        try:
-            return grade_submission(path, source, student, limits, hide, tests, unsafe_same_user)
-        except SourceError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the batch goes on, the reason is recorded
-            return GradeResult(student, str(path), source.stem, 0.0, sum(t.points for t in tests), "error",
-                               f"grader error: {type(exc).__name__}: {exc}"[:300], _zero_cells(tests, "not graded"))
+        runner: LocalRunner | DaskRunner = DaskRunner(scheduler, source, tests, limits)  # workers hide their own copies
+    else:
+        folders = [folder for _, path in submissions for folder in _submission_folders(path)]
+        hide = _paths_to_hide([source.parent, out_dir, *folders, *extra_hide])
+        runner = LocalRunner(source, tests, limits, hide, jobs, unsafe_same_user)
+    results: list[tuple[GradeResult, list[Any]]] = []
+    with runner:
+        if canary:
+            [(_, _, outcome)] = list(runner.grade([("canary", source)]))
+            check_canary(outcome, source)
+        feedback_dir = _prepare_output(out_dir)
+        outcomes = runner.grade(submissions)
+        for outcome in tqdm(outcomes, total=len(submissions), desc="grading", unit="nb", disable=not progress):
+            result, feedback, row = finish(outcome, source, tests)
+            _write(feedback_dir / f"{_safe_name(result.student)}.md", feedback)
+            results.append((result, row))
+    results.sort(key=lambda pair: (pair[0].student, pair[0].submission))
+    _write_rows([row for _, row in results], tests, out_dir / "grades.csv")
+    return [result for result, _ in results]
 
-    results: list[GradeResult] = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(one, student, path) for student, path in submissions]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="grading", unit="nb", disable=not progress):
-            result = future.result()
-            results.append(result)
-            feedback = out_dir / "feedback" / f"{_safe_name(result.student)}.md"
-            feedback.write_text(feedback_markdown(result), encoding="utf-8")
-    results.sort(key=lambda r: (r.student, r.submission))
-    write_csv(results, tests, out_dir / "grades.csv")
-    return results
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise GraderFailure(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _paths_to_hide(paths: Iterable[Path]) -> list[Path]:
@@ -531,17 +715,45 @@ def _paths_to_hide(paths: Iterable[Path]) -> list[Path]:
     return [Path(p) for p in trust.paths_to_hide(paths)]
 
 
+CSV_COLUMNS = ["student", "submission", "assignment", "score", "max_score", "status", "reason", "seconds"]
+
+
+def _csv_text(value: Any, limit: int) -> str:
+    """Bounded text that a spreadsheet will not run as a formula (``=``, ``+``, ``-``, ``@`` lead)."""
+    text = _bounded(value, limit)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def csv_row(result: GradeResult, tests: list[TestCell]) -> list[Any]:
+    """One student's row: total, status, reason (bounded), and points per test cell of the source."""
+    by_id = {cell.grade_id: _number(cell.earned) for cell in result.cells if isinstance(cell, CellGrade)}
+    return ([_csv_text(result.student, 200), _csv_text(result.submission, 1000), _csv_text(result.assignment, 200),
+             _number(result.score), _number(result.max_score), _csv_text(result.status, 40),
+             _csv_text(result.reason, MAX_REASON_CHARS), f"{_number(result.seconds):.1f}"]
+            + [by_id.get(t.grade_id, 0.0) for t in tests])
+
+
+def _write_rows(rows: list[list[Any]], tests: list[TestCell], path: Path) -> None:
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CSV_COLUMNS + [t.grade_id for t in tests])
+            writer.writerows(rows)
+    except OSError as exc:
+        raise GraderFailure(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def write_csv(results: list[GradeResult], tests: list[TestCell], path: Path) -> None:
-    """One row per student: total, status, reason, and points per test cell."""
-    columns = ["student", "submission", "assignment", "score", "max_score", "status", "reason", "seconds"]
-    columns += [t.grade_id for t in tests]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for r in results:
-            by_id = {c.grade_id: c.earned for c in r.cells}
-            writer.writerow([r.student, r.submission, r.assignment, r.score, r.max_score, r.status, r.reason,
-                             f"{r.seconds:.1f}"] + [by_id.get(t.grade_id, 0.0) for t in tests])
+    """One row per student: total, status, reason and points per test cell; a row that cannot be built says so."""
+    rows = []
+    for result in results:
+        try:
+            rows.append(csv_row(result, tests))
+        except Exception as exc:  # noqa: BLE001 - one bad result must not cost the others their rows
+            failed = grader_error(*(_bounded(getattr(result, name, "?"), 1000) for name in ("student", "submission",
+                                                                                            "assignment")), tests, exc)
+            rows.append(csv_row(failed, tests))
+    _write_rows(rows, tests, path)
 
 
 def default_source_for(submission: Path, source_dir: Path) -> Path:

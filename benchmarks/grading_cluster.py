@@ -1,7 +1,7 @@
 """Grading through a Dask cluster vs local jobs, on the same cores: time, ratio, throughput per worker core.
 
 Not a test: numbers depend on the machine and on what else runs on it. Run with
-`.venv/bin/python benchmarks/grading_cluster.py [--n 20] [--rounds 2] [--heavy 02_pruning_pytorch --heavy-n 4]`.
+`.venv/bin/python benchmarks/grading_cluster.py [--n 20] [--rounds 2] [--heavy 03_pruning_pytorch --heavy-n 4]`.
 
 Both paths grade the same batch (copies of the solution and of the blank exercise, alternating) on
 two cores: a local two-worker Dask cluster (one thread each, loopback only) and ``--jobs 2``. Rounds
@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="submissions of exercise 00 (default 20)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
-    parser.add_argument("--heavy", help="a heavier exercise too, e.g. 02_pruning_pytorch")
+    parser.add_argument("--heavy", help="a heavier exercise too, e.g. 03_pruning_pytorch")
     parser.add_argument("--heavy-n", type=int, default=4, help="submissions of the heavier exercise (default 4)")
     args = parser.parse_args()
 

@@ -1,4 +1,4 @@
-"""Lecture 08, the capstone: compress the course CNN to a budget, step by step, and report it.
+"""Lecture 12, the capstone: compress the course CNN to a budget, step by step, and report it.
 
 The pipeline (:func:`run_pipeline`) applies what lectures 01–07 taught, one
 step at a time, and measures every step the same way into
@@ -16,7 +16,7 @@ LiteRT ``.tflite``. :func:`check_budget` compares every record with the
 baseline *in the same runtime*: gzip size ratio, batch-1 one-thread speedup
 and top-1 change — the budget the lecture states.
 
-The graded capstone (exercise 08) scores a learner's artefact with
+The graded capstone (exercise 12) scores a learner's artefact with
 :func:`course_lib.grading.artefact.grade_artefact`: the grader measures size,
 latency and accuracy on a hold-out split itself, in a separate confined
 process, against a baseline it builds.

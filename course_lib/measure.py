@@ -581,7 +581,7 @@ def agreement(logits_a: Any, logits_b: Any) -> Agreement:
 def hamming_distance(mask_a: Any, mask_b: Any, normalized: bool = False) -> float:
     """Number (or fraction, ``normalized=True``) of positions where two binary masks differ.
 
-    Lecture 02 uses it to ask how differently two pruning methods chose the
+    Lecture 03 uses it to ask how differently two pruning methods chose the
     weights to keep.
     """
     a, b = _as_numpy(mask_a, "mask_a"), _as_numpy(mask_b, "mask_b")

@@ -14,7 +14,7 @@ Facts for the pinned versions (torch 2.14, onnx 1.23, onnxruntime 1.32):
 * There is no ``torch.onnx.import_to_pytorch``. Going back to PyTorch needs a
   third-party converter: ``onnx2torch`` converts the legacy exporter's files
   but not the dynamo exporter's; ``onnx2pytorch`` converts the dynamo
-  exporter's files and keeps every weight twice (see lecture 06).
+  exporter's files and keeps every weight twice (see lecture 09).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def export_onnx(
                 import warnings
 
                 with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # the deprecation is taught in words in lecture 06
+                    warnings.simplefilter("ignore")  # the deprecation is taught in words in lecture 09
                     torch.onnx.export(
                         model, (example,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
                         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,

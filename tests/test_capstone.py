@@ -125,8 +125,8 @@ def test_grader_scores_an_uncompressed_submission_on_each_budget_line(tmp_path):
 
     from course_lib.grading import grader
 
-    source = ROOT / "solutions" / "08_capstone.ipynb"
-    nb = nbformat.read(ROOT / "exercises" / "08_capstone.ipynb", as_version=4)
+    source = ROOT / "solutions" / "12_capstone.ipynb"
+    nb = nbformat.read(ROOT / "exercises" / "12_capstone.ipynb", as_version=4)
     bodies = {
         "train_compressed_model": "def train_compressed_model(split):\n    loaders = data.torch_loaders(split)\n"
                                   "    model = capstone.cnn(seed=0)\n"
@@ -139,7 +139,7 @@ def test_grader_scores_an_uncompressed_submission_on_each_budget_line(tmp_path):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if grade_id in bodies:
             cell.source = bodies[grade_id]
-    submission = tmp_path / "subs" / "fp32" / "08_capstone.ipynb"
+    submission = tmp_path / "subs" / "fp32" / "12_capstone.ipynb"
     submission.parent.mkdir(parents=True)
     nbformat.write(nb, submission)
     [result] = grader.grade_batch([("fp32", submission)], source, tmp_path / "out", jobs=1, progress=False, canary=False)

@@ -88,7 +88,7 @@ def test_compare_handles_numbers_arrays_and_containers():
 def test_solution_scores_full_marks_and_blank_exercise_scores_zero(source, tmp_path):
     exercise = ROOT / "exercises" / source.name
     # A generous timeout: CI grades these while another worker executes notebooks on the same 2 cores
-    # (exercise 08 takes about a minute alone: training, export, the grader's own measurements).
+    # (exercise 12 takes about a minute alone: training, export, the grader's own measurements).
     results = grader.grade_batch([("solution", source), ("blank", exercise)], source, tmp_path, jobs=2, progress=False,
                                  limits=Limits(timeout_s=300), canary=False)  # the solution is graded anyway
     by_student = {r.student: r for r in results}

@@ -220,26 +220,26 @@ for _module, _names in _patches.items():
 NO_WORK = {
     "01_lightweight_design": "separable_macs = lambda *a: 0\nbest_under_budget = lambda *a: None\n"
                              "make_separable_block = lambda c_in, c_out, stride=1: nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride))",
-    "02_pruning_pytorch": "magnitude_prune = lambda w, s: w\nsparsity_by_layer = lambda m: {'total': 0.0}\n"
+    "03_pruning_pytorch": "magnitude_prune = lambda w, s: w\nsparsity_by_layer = lambda m: {'total': 0.0}\n"
                           "prune_to_80 = lambda model, loaders: model",
-    "03_pruning_keras": "polynomial_sparsity = lambda *a, **k: 0.0\nmask_update_steps = lambda *a: []\n"
+    "04_pruning_keras": "polynomial_sparsity = lambda *a, **k: 0.0\nmask_update_steps = lambda *a: []\n"
                         "prune_keras = lambda model, x, y: model",
-    "04_quantization_pytorch": "qparams = lambda x, bits=8: (1.0, 0)\nquantize_array = lambda x, s, z, bits=8: np.zeros(np.shape(x), dtype=np.int64)\n"
+    "05_quantization_pytorch": "qparams = lambda x, bits=8: (1.0, 0)\nquantize_array = lambda x, s, z, bits=8: np.zeros(np.shape(x), dtype=np.int64)\n"
                                "dequantize_array = lambda q, s, z: np.zeros(np.shape(q))\ncalibrate_int8 = lambda model, loader, example: model",
-    "05_quantization_tflite": "input_quantization = lambda b: ('float32', 1.0, 0)\nrun_int8 = lambda b, x: np.zeros((len(x), 10))\n"
+    "06_quantization_tflite": "input_quantization = lambda b: ('float32', 1.0, 0)\nrun_int8 = lambda b, x: np.zeros((len(x), 10))\n"
                               "convert_full_int8 = lambda model, representative: tflite.convert_keras(model, 'fp32')",
-    "06_onnx_roundtrip": "parity_stats = lambda r, c: {}\nfirst_mismatch = lambda *a: None\nmake_exportable = lambda gate: gate",
-    "07_edge_deployment": "verify = lambda *a, **k: {}\n"
+    "09_onnx_roundtrip": "parity_stats = lambda r, c: {}\nfirst_mismatch = lambda *a: None\nmake_exportable = lambda gate: gate",
+    "10_edge_deployment": "verify = lambda *a, **k: {}\n"
                           "build_artefact = lambda model, images, folder: Path(folder).mkdir(exist_ok=True) or onnx_io.export_onnx(\n"
                           "    model, torch.as_tensor(images[:32]), Path(folder) / 'm.onnx')",
-    "08_capstone": "train_compressed_model = lambda split: capstone.cnn(seed=0).eval()\n"
+    "12_capstone": "train_compressed_model = lambda split: capstone.cnn(seed=0).eval()\n"
                    "export_artefact = lambda model, images, folder: Path(folder).mkdir(exist_ok=True) or onnx_io.export_onnx(\n"
                    "    model, torch.as_tensor(images[:32]), Path(folder) / 'm.onnx', external_data=False)",
 }
 # What those do-nothing answers score on their own (measured with the grader; a patched library must not add a point).
 NO_WORK_SCORES = {
-    "01_lightweight_design": 1.2, "02_pruning_pytorch": 3.6, "03_pruning_keras": 2.93, "04_quantization_pytorch": 0.0,
-    "05_quantization_tflite": 1.0, "06_onnx_roundtrip": 0.57, "07_edge_deployment": 0.0, "08_capstone": 2.0,
+    "01_lightweight_design": 1.2, "03_pruning_pytorch": 3.6, "04_pruning_keras": 2.93, "05_quantization_pytorch": 0.0,
+    "06_quantization_tflite": 1.0, "09_onnx_roundtrip": 0.57, "10_edge_deployment": 0.0, "12_capstone": 2.0,
 }
 
 

@@ -1,6 +1,6 @@
 """The graded capstone's file check: the grader measures a learner's model file itself.
 
-Exercise 08 is scored on a file, not on values: the learner's code trains a
+Exercise 12 is scored on a file, not on values: the learner's code trains a
 model and saves a ``.pte`` / ``.onnx`` / ``.tflite``; the test cell takes the
 file's bytes as data (:func:`course_lib.grading.trusted.artefact_payload`) and
 :func:`grade_artefact` measures it — gzip size, batch-1 one-thread latency

@@ -1,6 +1,6 @@
 """Lecture 12, the capstone: compress the course CNN to a budget, step by step, and report it.
 
-The pipeline (:func:`run_pipeline`) applies what lectures 01–07 taught, one
+The pipeline (:func:`run_pipeline`) applies what the lectures before it taught, one
 step at a time, and measures every step the same way into
 :class:`~course_lib.report.Record` s:
 

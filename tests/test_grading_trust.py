@@ -2,7 +2,7 @@
 
 Unit tests of :mod:`course_lib.grading.trust` and the protocol's decoder on
 their own, and end-to-end batches in which hostile submissions — forged
-protocol messages, and for every exercise 01–08 a learner who answers
+protocol messages, and for every exercise 01–12 a learner who answers
 nothing but patches the course's library in their own process — get
 exactly the score they deserve while every other row of the batch stays
 correct.
@@ -216,7 +216,7 @@ for _module, _names in _patches.items():
 '''
 
 # Answers that do no work but do not raise, so that every check runs (on the old grader, the patches
-# above then earned about a quarter of the points of exercises 01-08).
+# above then earned about a quarter of the points of the old exercises 01-08).
 NO_WORK = {
     "01_lightweight_design": "separable_macs = lambda *a: 0\nbest_under_budget = lambda *a: None\n"
                              "make_separable_block = lambda c_in, c_out, stride=1: nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride))",

@@ -559,9 +559,9 @@ class SearchResult:
     """The best config found, its fitness and predicted latency, and what the search looked at."""
 
     best: Config
-    fitness: float
+    fitness: Any
     latency_ms: float
-    best_per_generation: list[float]
+    best_per_generation: list[Any]
     evaluated: int
 
 
@@ -578,7 +578,7 @@ def sample_under_budget(space: SearchSpace, latency_ms: Callable[[Config], float
 
 
 def evolutionary_search(
-    space: SearchSpace, fitness: Callable[[Config], float], latency_ms: Callable[[Config], float], budget_ms: float,
+    space: SearchSpace, fitness: Callable[[Config], Any], latency_ms: Callable[[Config], float], budget_ms: float,
     population: int = 16, generations: int = 6, parents: int = 4, mutate_prob: float = 0.3, seed: int = 0,
 ) -> SearchResult:
     """Maximise ``fitness`` over configs with ``latency_ms(config) <= budget_ms`` by evolution.
@@ -586,20 +586,23 @@ def evolutionary_search(
     Start from random configs within the budget; each generation keeps the
     ``parents`` fittest, fills the rest half by mutation, half by crossover of
     two parents, and rejects children over the budget (once-for-all's search).
-    Ties in fitness go to the faster config. ``fitness`` is called once per
-    distinct network (cached); the same seed gives the same result.
+    ``fitness`` returns a number or a tuple compared in order (e.g. validation
+    top-1, then minus validation loss, so that equal accuracies on a small
+    validation set do not tie); remaining ties go to the faster config. It is
+    called once per distinct network (cached); the same seed and the same
+    latencies give the same result.
     """
     if not 1 <= parents < population:
         raise ValueError(f"need 1 ≤ parents < population, got parents={parents}, population={population}")
     if not isinstance(generations, int) or generations < 1:
         raise ValueError(f"generations must be a positive integer, got {generations!r}")
     rng = random.Random(seed)
-    cache: dict[tuple, float] = {}
+    cache: dict[tuple, Any] = {}
 
-    def score(config: Config) -> tuple[float, float]:
+    def score(config: Config) -> tuple[Any, float]:
         key = config_key(config, space)
         if key not in cache:
-            cache[key] = float(fitness(config))
+            cache[key] = fitness(config)
         return cache[key], -latency_ms(config)
 
     def child(make: Callable[[], Config]) -> Config:

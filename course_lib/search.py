@@ -28,9 +28,10 @@ from __future__ import annotations
 import copy
 import math
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,7 +121,10 @@ class SearchSpace:
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob}")
         self.validate(config)
-        redraw = lambda value, choices: rng.choice(choices) if rng.random() < prob else value  # noqa: E731
+
+        def redraw(value: int, choices: tuple[int, ...]) -> int:
+            return rng.choice(choices) if rng.random() < prob else value
+
         return _config(redraw(config["resolution"], self.resolutions),
                        [redraw(d, self.depths) for d in config["depths"]],
                        [redraw(k, self.kernels) for k in config["kernels"]],
@@ -128,8 +132,12 @@ class SearchSpace:
 
     def crossover(self, a: Config, b: Config, rng: random.Random) -> Config:
         """Each choice taken from ``a`` or ``b`` with equal chance."""
-        self.validate(a), self.validate(b)
-        pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
+        self.validate(a)
+        self.validate(b)
+
+        def pick(x: Any, y: Any) -> Any:
+            return x if rng.random() < 0.5 else y
+
         return _config(pick(a["resolution"], b["resolution"]), [pick(x, y) for x, y in zip(a["depths"], b["depths"])],
                        [pick(x, y) for x, y in zip(a["kernels"], b["kernels"])],
                        [pick(x, y) for x, y in zip(a["expands"], b["expands"])])
@@ -621,8 +629,8 @@ def evolutionary_search(
             break
         elite = pool[:parents]
         n_mutants = (population - parents) // 2
-        mutants = [child(lambda: space.mutate(rng.choice(elite), rng, mutate_prob)) for _ in range(n_mutants)]
-        crosses = [child(lambda: space.crossover(*rng.sample(elite, 2) if parents > 1 else elite * 2, rng))
+        mutants = [child(lambda e=elite: space.mutate(rng.choice(e), rng, mutate_prob)) for _ in range(n_mutants)]
+        crosses = [child(lambda e=elite: space.crossover(*(rng.sample(e, 2) if parents > 1 else e * 2), rng))
                    for _ in range(population - parents - n_mutants)]
         pool = elite + mutants + crosses
     best = pool[0]

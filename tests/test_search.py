@@ -188,3 +188,13 @@ def test_accuracy_difference_and_verdict():
     assert search.verdict(*search.accuracy_difference(a, a[::-1])[1:]) == "no measurable difference"
     with pytest.raises(ValueError, match="same length"):
         search.accuracy_difference(a, b[:10])
+
+
+def test_search_accepts_a_tuple_fitness_compared_in_order():
+    # first element coarse (many ties), second breaks them: the search must use both
+    def coarse(config):
+        return round(_toy_fitness(config) / 10), _toy_fitness(config)
+
+    result = search.evolutionary_search(TINY, coarse, _toy_latency, 2.0, population=8, generations=4, parents=3, seed=0)
+    plain = search.evolutionary_search(TINY, _toy_fitness, _toy_latency, 2.0, population=8, generations=4, parents=3, seed=0)
+    assert result.fitness[1] == plain.fitness and _toy_latency(result.best) <= 2.0

@@ -248,7 +248,7 @@ class ElasticMBConv(nn.Module):
     * width: the first ``c_in · expand`` hidden channels (the smallest sub-network
       always trains the first channels, so they learn to carry the most);
     * kernel: the centre ``k × k`` of the largest depthwise kernel (once-for-all
-      also learns a small transform per size; the centre crop alone is BigNAS's choice).
+      also learns a small linear transform per kernel size; the crop alone is the simplest form).
     """
 
     def __init__(self, c_in: int, c_out: int, stride: int, max_kernel: int, max_expand: int) -> None:

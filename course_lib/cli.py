@@ -340,6 +340,18 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
     return 0
 
 
+def supernet_command(out: str | None, epochs: int, threads: int) -> int:
+    """Train the supernet the architecture search lecture loads (it takes longer than a lecture may run)."""
+    import course_lib
+    from course_lib import search
+
+    course_lib.setup(seed=0, threads=threads)
+    start = time.perf_counter()
+    path = search.train_default_supernet(out or search.DEFAULT_CHECKPOINT, epochs=epochs, seed=0)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes) in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description="Lightweight DL course tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -379,7 +391,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="measure nothing: re-render summary.md and the README table from the existing summary.json")
     p_rep.add_argument("--keep-artefacts", action="store_true", help="keep the .pte/.onnx/.tflite files in OUT/artefacts")
 
+    p_sup = sub.add_parser("supernet", help="train the architecture search lecture's supernet and save it (a few minutes)")
+    p_sup.add_argument("--out", help="checkpoint path (default: course_lib/assets/supernet_digits.pt, which the lecture loads)")
+    p_sup.add_argument("--epochs", type=int, default=12, help="sandwich-rule epochs (default 12)")
+    p_sup.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1: the saved file is then bit-reproducible)")
+
     args = parser.parse_args(argv)
+    if args.command == "supernet":
+        if args.epochs < 1 or args.threads < 1:
+            parser.error("--epochs and --threads must be ≥ 1")
+        return supernet_command(args.out, args.epochs, args.threads)
     if args.command == "doctor":
         return doctor(check_imports=not args.quick)
     if args.command == "run":

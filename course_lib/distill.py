@@ -57,6 +57,28 @@ def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     return torch.softmax(logits / temperature, dim=-1)
 
 
+def class_similarity(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """Row ``c``: the mean soft target (at ``temperature``) over the examples labelled ``c``.
+
+    The off-diagonal entries are the "dark knowledge" labels lack: how much
+    a teacher thinks each class looks like each other class. Every class in
+    ``0 … classes-1`` must occur in ``labels``.
+    """
+    _check_logits(logits, "logits")
+    labels = torch.as_tensor(labels).long()
+    if labels.dim() != 1 or len(labels) != len(logits):
+        raise ValueError(f"labels must be a 1-D tensor of {len(logits)} class indices, got {tuple(labels.shape)}")
+    classes = logits.shape[1]
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"labels must lie in 0 … {classes - 1}")
+    counts = torch.bincount(labels, minlength=classes)
+    if (counts == 0).any():
+        raise ValueError(f"every class needs at least one example; missing: {torch.nonzero(counts == 0).flatten().tolist()}")
+    probabilities = soft_targets(logits.detach().float(), temperature)
+    sums = torch.zeros(classes, classes).index_add_(0, labels, probabilities)
+    return sums / counts[:, None]
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,

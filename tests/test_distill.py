@@ -27,6 +27,17 @@ def test_soft_targets_flatten_with_temperature_and_sum_to_one():
         distill.soft_targets(logits, 0.0)
 
 
+def test_class_similarity_averages_soft_targets_per_true_class():
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 5.0]])
+    labels = torch.tensor([0, 1, 0, 2])
+    matrix = distill.class_similarity(logits, labels, 2.0)
+    soft = distill.soft_targets(logits, 2.0)
+    assert torch.allclose(matrix[0], (soft[0] + soft[2]) / 2) and torch.allclose(matrix[2], soft[3])
+    assert torch.allclose(matrix.sum(1), torch.ones(3))
+    with pytest.raises(ValueError, match="missing: \\[2\\]"):
+        distill.class_similarity(logits[:3], labels[:3])
+
+
 def test_kd_loss_matches_the_written_out_formula():
     s, t, y = _logits(0), _logits(1), torch.arange(6) % 10
     temperature, alpha = 3.0, 0.7

@@ -215,6 +215,7 @@ def distill(
     if student is teacher:
         raise ValueError("student and teacher must be two different models")
     set_mode(teacher, False)
+    trainable = [parameter.requires_grad for parameter in teacher.parameters()]
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     parameters = list(student.parameters())
@@ -246,5 +247,5 @@ def distill(
         if taps is not None:
             for tap in taps:
                 tap.close()
-        for parameter in teacher.parameters():
-            parameter.requires_grad_(True)
+        for parameter, flag in zip(teacher.parameters(), trainable):
+            parameter.requires_grad_(flag)

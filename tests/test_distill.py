@@ -115,6 +115,10 @@ def test_distill_trains_the_student_only_and_alpha_zero_equals_fit(small_data):
     assert history.epochs == 2
     assert all(torch.equal(v, teacher_before[k]) for k, v in teacher.state_dict().items())
     assert all(p.requires_grad for p in teacher.parameters())  # handed back as it came
+    teacher.features[0].weight.requires_grad_(False)
+    distill.distill(SmallCNN(channels=(4, 8), hidden=8), teacher, data.torch_loaders(small_data)["train"], epochs=1,
+                    progress=False)
+    assert not teacher.features[0].weight.requires_grad and teacher.features[0].bias.requires_grad
     # alpha = 0 is cross-entropy on the same data order: the same weights as train.fit
     for (name, a), b in zip(student.state_dict().items(), twin.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name

@@ -23,7 +23,8 @@ so distillation keeps fit's seeding, best-epoch selection and history.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -152,10 +153,10 @@ class FeatureTap:
     def close(self) -> None:
         self._handle.remove()
 
-    def __enter__(self) -> "FeatureTap":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

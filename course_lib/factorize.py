@@ -23,7 +23,7 @@ lecture measures where it pays.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

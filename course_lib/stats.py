@@ -10,8 +10,8 @@ seed does to both, and their interval is usually much narrower.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -45,8 +45,9 @@ def fit(
     patience: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> History:
-    """Train ``model`` with cross-entropy; keep the best validation weights.
+    """Train ``model`` with cross-entropy (or ``loss_fn``); keep the best validation weights.
 
     Args:
         model: any classifier returning logits.
@@ -58,6 +59,10 @@ def fit(
             epochs (needs ``val_loader``); ``None`` trains every epoch.
         seed: seeds PyTorch before training, for reproducible dropout etc.
         progress: show a tqdm bar over epochs with the loss and val top-1.
+        loss_fn: ``loss_fn(model, x, y)`` → the scalar loss of one batch, for
+            objectives other than cross-entropy on the labels (e.g.
+            distillation, which also needs a teacher's outputs);
+            ``None`` uses cross-entropy of ``model(x)`` against ``y``.
 
     Returns:
         A :class:`History`; the model ends with the weights of its best
@@ -69,7 +74,12 @@ def fit(
         raise ValueError("patience (early stopping) needs a val_loader to watch")
     torch.manual_seed(seed)
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
+    if loss_fn is None:
+        cross_entropy = nn.CrossEntropyLoss()
+
+        def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return cross_entropy(model(x), y)
+
     history = History()
     best_state: dict[str, torch.Tensor] | None = None
     best_top1 = -1.0
@@ -83,7 +93,7 @@ def fit(
         total, count = 0.0, 0
         for x, y in train_loader:
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model, x, y)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(y)

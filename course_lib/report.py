@@ -23,9 +23,17 @@ class Record:
         bytes / gzip_bytes: artefact size raw and gzip-compressed.
         params / nonzero_params / macs: counts from :mod:`course_lib.measure`.
         latency_ms / latency_p90_ms: median and p90 per call.
+        latency_min_ms / latency_max_ms: the lowest and highest per-round median
+            when timed in interleaved rounds (the spread a re-run shows).
+        wrapper_overhead_ms: what the course's Python wrapper adds to the
+            runtime's own call (conversion, layout, int8 quantization), if timed.
         threads / batch_size: the conditions the latency was measured in.
-        peak_memory_bytes: growth of resident memory during one call.
-        top1 / top5: accuracy on the test split.
+        cold_start_ms: load + first call in a fresh process of its own.
+        peak_memory_bytes: memory growth of loading and running it once
+            (in a fresh process when measured by :mod:`course_lib.runtimes`).
+        top1 / top5: accuracy on the test split; top1_low / top1_high its 95 %
+            interval (Wilson) over ``images`` test images.
+        step: the pipeline step the record belongs to (e.g. the capstone's).
         notes: anything a reader must know to trust the row.
     """
 
@@ -39,11 +47,19 @@ class Record:
     macs: int | None = None
     latency_ms: float | None = None
     latency_p90_ms: float | None = None
+    latency_min_ms: float | None = None
+    latency_max_ms: float | None = None
+    wrapper_overhead_ms: float | None = None
     threads: int | None = None
     batch_size: int | None = None
+    cold_start_ms: float | None = None
     peak_memory_bytes: int | None = None
     top1: float | None = None
+    top1_low: float | None = None
+    top1_high: float | None = None
     top5: float | None = None
+    images: int | None = None
+    step: str | None = None
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,7 +92,7 @@ def to_frame(records: Iterable[Record], drop_empty: bool = True) -> Any:
 def _format(value: Any, column: str) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
-    if column in ("top1", "top5") and isinstance(value, float):
+    if column.startswith(("top1", "top5")) and isinstance(value, float):
         return f"{value:.3f}"
     if column.endswith("_ms") and isinstance(value, float):
         return f"{value:.3f}"
@@ -103,7 +119,8 @@ def _isnan(value: Any) -> bool:
 
 
 def _is_int_column(frame: Any, column: str) -> bool:
-    return column in {"bytes", "gzip_bytes", "params", "nonzero_params", "macs", "threads", "batch_size", "peak_memory_bytes"}
+    return column in {"bytes", "gzip_bytes", "params", "nonzero_params", "macs", "threads", "batch_size", "peak_memory_bytes",
+                      "images"}
 
 
 def save_json(records: Iterable[Record], path: str | Path) -> Path:

@@ -122,8 +122,10 @@ def build_artefacts(model: nn.Module, split: Any, folder: str | Path, int8: bool
     return artefacts
 
 
-def compare_runtimes(model: nn.Module, split: Any, folder: str | Path, int8: bool = True, threads: int = 1) -> list[Record]:
-    """Build every artefact of ``model`` and measure the eager model and each file the same way, on ``threads`` threads.
+def compare_runtimes(
+    model: nn.Module, split: Any, folder: str | Path, int8: bool = True, threads: int = 1, eager: bool = False,
+) -> list[Record]:
+    """Build every artefact of ``model`` and measure each file (and with ``eager`` the model itself) on ``threads`` threads.
 
     Latency is runtime-only, all of them timed in the same interleaved
     rounds (with the course's wrapper cost as ``wrapper_overhead_ms``); cold
@@ -132,7 +134,7 @@ def compare_runtimes(model: nn.Module, split: Any, folder: str | Path, int8: boo
     from course_lib.train import predict_logits
 
     artefacts = build_artefacts(model, split, folder, int8=int8)
-    models: dict[str, runtimes.LoadedModel] = {"PyTorch eager": runtimes.wrap(model, threads=threads)}
+    models: dict[str, runtimes.LoadedModel] = {"PyTorch eager": runtimes.wrap(model, threads=threads)} if eager else {}
     models.update({name: runtimes.load(path, threads=threads) for name, path in artefacts.items()})
     reference = predict_logits(model, split.x_test)
     return runtimes.measure(models, split.x_test, split.y_test, reference_logits=reference, wrapper=True)

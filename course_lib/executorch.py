@@ -94,8 +94,10 @@ class executorch_threads:
     """Context manager: run ExecuTorch's XNNPACK kernels on ``threads`` threads, then restore the pool.
 
     The ExecuTorch runtime keeps one process-wide thread pool (all cores by
-    default); its Python bindings can only reset it as a whole, so do not
-    change it while another thread is running a ``.pte``.
+    default); its Python bindings can only reset it as a whole. Enter this
+    *before* loading a ``.pte``: resetting the pool under a loaded method
+    crashed the process here (:class:`course_lib.runtimes.ExecuTorchRuntime`
+    sizes it at load and refuses to change it later).
     """
 
     def __init__(self, threads: int | None) -> None:
@@ -123,3 +125,23 @@ class executorch_threads:
 
             with _stderr_silenced():
                 portable_lib._unsafe_reset_threadpool(self._previous)
+
+
+def executorch_pool_threads() -> int:
+    """Threads of ExecuTorch's process-wide XNNPACK pool (all cores until changed)."""
+    from executorch.extension.pybindings import portable_lib
+
+    from course_lib import _stderr_silenced
+
+    with _stderr_silenced():
+        return int(portable_lib._threadpool_get_thread_count())
+
+
+def set_executorch_pool(threads: int) -> None:
+    """Resize ExecuTorch's thread pool. Only before loading a ``.pte``: a loaded method keeps the old pool."""
+    from executorch.extension.pybindings import portable_lib
+
+    from course_lib import _stderr_silenced
+
+    with _stderr_silenced():
+        portable_lib._unsafe_reset_threadpool(int(threads))

@@ -152,21 +152,40 @@ class PyTorchModel(LoadedModel):
 
 
 class ExecuTorchRuntime(LoadedModel):
-    """A ``.pte`` in the ExecuTorch runtime; its XNNPACK thread pool (process-wide) set to ``threads`` while running."""
+    """A ``.pte`` in the ExecuTorch runtime, its XNNPACK thread pool (one per process) set to ``threads`` before loading.
+
+    The pool must be sized *before* a ``.pte`` is loaded: resetting it while
+    a loaded method holds it crashed the process here (a segfault in
+    ``execute`` once an ONNX Runtime session was also open). So every
+    ``.pte`` in a process runs on the same thread count; asking for another
+    is an error that says to use a fresh process.
+    """
 
     framework, format = "executorch", ".pte"
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        from course_lib.executorch import ExecuTorchModel
+        from course_lib.executorch import ExecuTorchModel, executorch_pool_threads, set_executorch_pool
 
         self.threads = _check_threads(threads)
+        if _EXECUTORCH_LOADED["threads"] not in (None, self.threads):
+            raise ValueError(
+                f"a .pte was already loaded in this process on {_EXECUTORCH_LOADED['threads']} thread(s); ExecuTorch's "
+                f"thread pool is process-wide and cannot change under a loaded file: measure {threads} thread(s) in a "
+                "fresh process")
+        if executorch_pool_threads() != self.threads:
+            set_executorch_pool(self.threads)
+        _EXECUTORCH_LOADED["threads"] = self.threads
         self.model = ExecuTorchModel(path)
         self.path = self.model.path
 
-    def threads_applied(self) -> Any:
-        from course_lib.executorch import executorch_threads
+    @contextlib.contextmanager
+    def threads_applied(self) -> Iterator[None]:
+        from course_lib.executorch import executorch_pool_threads
 
-        return executorch_threads(self.threads)
+        if executorch_pool_threads() != self.threads:
+            raise RuntimeError(f"ExecuTorch's thread pool was changed after {self.path.name} was loaded on "
+                               f"{self.threads} thread(s); reload it in a fresh process")
+        yield
 
     def runtime_input(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(_float_nchw(x))
@@ -231,6 +250,8 @@ class LiteRTRuntime(LoadedModel):
     def _logits(self, x: np.ndarray) -> np.ndarray:
         return self.model(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
 
+
+_EXECUTORCH_LOADED: dict[str, int | None] = {"threads": None}
 
 _ADAPTERS: dict[str, type[LoadedModel]] = {".pte": ExecuTorchRuntime, ".onnx": OnnxRuntime, ".tflite": LiteRTRuntime}
 

@@ -421,8 +421,9 @@ def measure(
       interleaved rounds; median, p90 and the per-round min / max; the thread
       count (equal for all) in ``threads``;
     * cold start and peak memory: each file in a fresh process (``cold``);
-    * top-1 on ``(x_test, y_test)`` with its Wilson 95 % interval, and top-1
-      agreement with ``reference_logits`` in ``notes``;
+    * top-1 on ``(x_test, y_test)`` with its Wilson 95 % interval; with
+      ``reference_logits``, the top-1 change against that model on the same
+      images (paired bootstrap interval) and the agreement in ``notes``;
     * eager models also get parameters (total, non-zero) and MACs.
 
     ``steps`` maps a model's name to its pipeline step (``Record.step``).
@@ -441,13 +442,18 @@ def measure(
         size = model.size()
         timing = timings[name]
         notes = []
+        delta = None
         if reference_logits is not None:
             notes.append(f"agreement {agreement(reference_logits, logits).top1_agreement:.3f}")
+            delta = stats.paired_bootstrap_difference(logits.argmax(1) == y_test, np.asarray(reference_logits).argmax(1) == y_test)
         record = Record(
             name=name, framework=model.framework, format=model.format, bytes=size.bytes, gzip_bytes=size.gzip_bytes,
             latency_ms=timing.median_ms, latency_p90_ms=timing.p90_ms, latency_min_ms=timing.min_ms,
-            latency_max_ms=timing.max_ms, wrapper_overhead_ms=timing.wrapper_overhead_ms, threads=timing.threads,
+            latency_max_ms=timing.max_ms, latency_rounds_ms=timing.round_medians_ms,
+            wrapper_overhead_ms=timing.wrapper_overhead_ms, threads=timing.threads,
             batch_size=timing.batch_size, top1=top1.estimate, top1_low=top1.low, top1_high=top1.high,
+            top1_delta=None if delta is None else delta.estimate, top1_delta_low=None if delta is None else delta.low,
+            top1_delta_high=None if delta is None else delta.high,
             images=len(y_test), step=(steps or {}).get(name), notes="; ".join(notes),
         )
         if isinstance(model, PyTorchModel):

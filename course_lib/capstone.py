@@ -555,7 +555,8 @@ def _legend(records: list[Record]) -> str:
             f"Latency: runtime-only (the course's Python wrapper timed apart), batch 1, "
             f"{'/'.join(map(str, threads)) or '?'} thread(s) in every runtime, median of interleaved rounds with the "
             f"range of per-round medians; top-1 on {'/'.join(map(str, images)) or '?'} test images; cold start and "
-            "memory (table below) from a fresh process per file.")
+            "memory (table below) from a fresh process per file — ExecuTorch's Python bindings import PyTorch, so its "
+            "figures include PyTorch's, which an app linking the C++ runtime would not load.")
 
 
 def readme_section(results: dict[str, Any]) -> str:

@@ -360,7 +360,9 @@ class ColdStart:
     the file; ``first_call_ms``: the first inference; ``peak_rss_bytes``: the
     process's peak resident memory; ``runtime_peak_bytes``: that peak minus the
     process's memory before the runtime was imported (the runtime's library,
-    the model and its buffers — not the interpreter or NumPy).
+    the model and its buffers — not the interpreter or NumPy). ExecuTorch's
+    Python bindings import PyTorch, so its figures include PyTorch's import
+    and memory, which an app linking the C++ runtime does not pay.
     """
 
     import_ms: float

@@ -6,9 +6,12 @@ stored run with `python benchmarks/capstone_ratios.py --from results/summary.jso
 
 For every step (design, pruned, int8) and runtime (PyTorch, ExecuTorch, ONNX
 Runtime, LiteRT) it prints: the file's raw and gzip size as a fraction of the
-baseline file in the same runtime, the batch-1 one-thread speedup, and the
-top-1 change in points. `--repeat N` runs the pipeline N times and prints the
-spread of the speedups, which is the honest error bar on a shared machine.
+baseline file in the same runtime, the batch-1 one-thread speedup against the
+fastest fp32 file of the baseline (with its interval) and against the same
+runtime's baseline, the top-1 change in points, and the verdict per budget
+line. `--repeat N` runs the pipeline N times and prints the spread of the
+speedups and whether any verdict flipped between met and not met (a
+borderline line should read "inconclusive" instead).
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ def ratios(records: list) -> "object":
     table = table[table["step"] != "baseline"].copy()
     table["bytes / baseline"] = (1 / table["raw_size_ratio"]).round(3)
     table["gzip / baseline"] = (1 / table["size_ratio"]).round(3)
-    table["speedup"] = table["speedup"].round(2)
+    table["× fastest fp32 [CI]"] = [f"{e:.2f} [{lo:.2f}, {hi:.2f}]" for e, lo, hi in
+                                    zip(table["speedup"], table["speedup_low"], table["speedup_high"])]
+    table["× same runtime"] = table["within_speedup"].round(2)
     table["top-1 change (points)"] = (100 * table["top1_change"]).round(1)
-    return table[["step", "runtime", "format", "bytes / baseline", "gzip / baseline", "speedup", "top-1 change (points)",
-                  "meets_budget"]]
+    return table[["step", "runtime", "format", "bytes / baseline", "gzip / baseline", "speedup", "× fastest fp32 [CI]",
+                  "× same runtime", "top-1 change (points)", "size", "speed", "accuracy"]]
 
 
 def main() -> None:
@@ -65,9 +70,14 @@ def main() -> None:
         print(table.to_string(index=False))
         print(capstone.verdict(records))
     if args.repeat > 1:
-        speedups = pd.concat(runs).groupby(["step", "runtime"], sort=False)["speedup"].agg(["min", "median", "max"])
-        print("\nspeedup over the runs (min / median / max):")
+        every = pd.concat(runs)
+        speedups = every.groupby(["step", "runtime"], sort=False)["speedup"].agg(["min", "median", "max"])
+        print("\nspeedup against the fastest fp32 file over the runs (min / median / max):")
         print(speedups.round(2).to_string())
+        for line in ("size", "speed", "accuracy"):
+            seen = every.groupby(["step", "runtime"], sort=False)[line].agg(set)
+            flips = seen[seen.map(lambda v: {"met", "not met"} <= v)]
+            print(f"{line}: verdicts flipping between met and not met: {list(flips.index) or 'none'}")
 
 
 if __name__ == "__main__":

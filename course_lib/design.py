@@ -25,15 +25,16 @@ def measure_candidate(
 ) -> Record:
     """Train ``model`` on ``split`` and measure params, MACs, bytes, latency (1 thread, batch 1) and top-1.
 
-    The measurement is :func:`course_lib.deploy.measure_pytorch`, the same one
-    the capstone uses for every PyTorch model.
+    The measurement is :func:`course_lib.runtimes.measure`, the same one the
+    capstone uses for every model and file (top-1 with its interval).
     """
-    from course_lib.deploy import measure_pytorch
+    from course_lib import runtimes
 
     loaders = data.torch_loaders(split, batch_size=64, seed=seed)
     history = train.fit(model, loaders["train"], loaders["val"], epochs=epochs, lr=lr, seed=seed, progress=False)
-    return measure_pytorch(name, model, split.x_test, split.y_test, repeats=latency_repeats,
-                           notes=f"{history.epochs} epochs, input {tuple(split.input_shape)}")
+    record = runtimes.measure_one(name, model, split.x_test, split.y_test, rounds=5, repeats=max(1, latency_repeats // 5))
+    record.notes = f"{history.epochs} epochs, input {tuple(split.input_shape)}"
+    return record
 
 
 def _value(record: Record, field: str) -> float:

@@ -247,20 +247,24 @@ class LatencyStats:
     threads: int | None
     batch_size: int | None
     samples_ms: list[float] = field(default_factory=list, repr=False)
+    round_medians_ms: list[float] = field(default_factory=list, repr=False)
 
     @classmethod
-    def from_samples(cls, samples_ms: list[float], warmup: int, threads: int | None, batch_size: int | None) -> "LatencyStats":
-        """Median, p90, mean, min and max of timed calls (milliseconds)."""
+    def from_samples(cls, samples_ms: list[float], warmup: int, threads: int | None, batch_size: int | None,
+                     round_medians_ms: list[float] | None = None) -> "LatencyStats":
+        """Median, p90, mean, min and max of timed calls (milliseconds); per-round medians if timed in rounds."""
         return cls(
             median_ms=statistics.median(samples_ms), p90_ms=float(np.percentile(samples_ms, 90)),
             mean_ms=statistics.fmean(samples_ms), min_ms=min(samples_ms), max_ms=max(samples_ms),
             repeats=len(samples_ms), warmup=warmup, threads=threads, batch_size=batch_size, samples_ms=samples_ms,
+            round_medians_ms=list(round_medians_ms or []),
         )
 
     def summary(self) -> dict[str, Any]:
         """The statistics without the raw samples, for tables."""
         d = asdict(self)
         d.pop("samples_ms")
+        d.pop("round_medians_ms")
         return d
 
 
@@ -352,7 +356,9 @@ def measure_latency_interleaved(
     Timing A fully and then B lets a noisy moment (another process, a
     frequency change, a thread pool still spinning after training) land on
     one of them only. Interleaving spreads it over all; each target's
-    statistics pool its samples from every round.
+    statistics pool its samples from every round, and keep each round's
+    median (``round_medians_ms``): two targets' medians of the same round
+    pair up for a ratio interval (:func:`course_lib.stats.bootstrap_median_ratio`).
 
     Args:
         targets: name → ``(target, inputs)`` as for :func:`measure_latency`.
@@ -364,14 +370,18 @@ def measure_latency_interleaved(
     if not targets:
         raise ValueError("give at least one target to time")
     samples: dict[str, list[float]] = {name: [] for name in targets}
+    round_medians: dict[str, list[float]] = {name: [] for name in targets}
     names = list(targets)
     for round_index in range(rounds):
         order = names[round_index % len(names):] + names[: round_index % len(names)]
         for name in order:
             target, inputs = targets[name]
-            samples[name] += measure_latency(target, inputs, warmup=warmup, repeats=repeats, threads=threads).samples_ms
+            stats = measure_latency(target, inputs, warmup=warmup, repeats=repeats, threads=threads)
+            samples[name] += stats.samples_ms
+            round_medians[name].append(stats.median_ms)
     used_threads = threads if threads is not None else torch.get_num_threads()
-    return {name: LatencyStats.from_samples(values, warmup * rounds, used_threads, _batch_size(targets[name][1]))
+    return {name: LatencyStats.from_samples(values, warmup * rounds, used_threads, _batch_size(targets[name][1]),
+                                            round_medians[name])
             for name, values in samples.items()}
 
 

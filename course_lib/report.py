@@ -23,9 +23,20 @@ class Record:
         bytes / gzip_bytes: artefact size raw and gzip-compressed.
         params / nonzero_params / macs: counts from :mod:`course_lib.measure`.
         latency_ms / latency_p90_ms: median and p90 per call.
+        latency_min_ms / latency_max_ms: the lowest and highest per-round median
+            when timed in interleaved rounds (the spread a re-run shows).
+        wrapper_overhead_ms: what the course's Python wrapper adds to the
+            runtime's own call (conversion, layout, int8 quantization), if timed.
         threads / batch_size: the conditions the latency was measured in.
-        peak_memory_bytes: growth of resident memory during one call.
-        top1 / top5: accuracy on the test split.
+        cold_start_ms: load + first call in a fresh process of its own.
+        peak_memory_bytes: memory growth of loading and running it once
+            (in a fresh process when measured by :mod:`course_lib.runtimes`).
+        latency_rounds_ms: the per-round medians (pair two records' rounds for a ratio interval).
+        top1 / top5: accuracy on the test split; top1_low / top1_high its 95 %
+            interval (Wilson) over ``images`` test images.
+        top1_delta (_low / _high): top-1 minus a reference model's on the same
+            images, with a paired bootstrap 95 % interval.
+        step: the pipeline step the record belongs to (e.g. the capstone's).
         notes: anything a reader must know to trust the row.
     """
 
@@ -39,11 +50,23 @@ class Record:
     macs: int | None = None
     latency_ms: float | None = None
     latency_p90_ms: float | None = None
+    latency_min_ms: float | None = None
+    latency_max_ms: float | None = None
+    latency_rounds_ms: list[float] | None = None
+    wrapper_overhead_ms: float | None = None
     threads: int | None = None
     batch_size: int | None = None
+    cold_start_ms: float | None = None
     peak_memory_bytes: int | None = None
     top1: float | None = None
+    top1_low: float | None = None
+    top1_high: float | None = None
+    top1_delta: float | None = None
+    top1_delta_low: float | None = None
+    top1_delta_high: float | None = None
     top5: float | None = None
+    images: int | None = None
+    step: str | None = None
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,6 +89,8 @@ def to_frame(records: Iterable[Record], drop_empty: bool = True) -> Any:
     if not rows:
         raise ValueError("no records to tabulate")
     frame = pd.DataFrame(rows)
+    if "latency_rounds_ms" in frame:  # raw per-round values: for computing, not for reading in a table
+        frame = frame.drop(columns="latency_rounds_ms")
     if drop_empty:
         frame = frame.dropna(axis=1, how="all")
         if "notes" in frame and (frame["notes"] == "").all():
@@ -76,7 +101,7 @@ def to_frame(records: Iterable[Record], drop_empty: bool = True) -> Any:
 def _format(value: Any, column: str) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
-    if column in ("top1", "top5") and isinstance(value, float):
+    if column.startswith(("top1", "top5")) and isinstance(value, float):
         return f"{value:.3f}"
     if column.endswith("_ms") and isinstance(value, float):
         return f"{value:.3f}"
@@ -103,7 +128,8 @@ def _isnan(value: Any) -> bool:
 
 
 def _is_int_column(frame: Any, column: str) -> bool:
-    return column in {"bytes", "gzip_bytes", "params", "nonzero_params", "macs", "threads", "batch_size", "peak_memory_bytes"}
+    return column in {"bytes", "gzip_bytes", "params", "nonzero_params", "macs", "threads", "batch_size", "peak_memory_bytes",
+                      "images"}
 
 
 def save_json(records: Iterable[Record], path: str | Path) -> Path:
@@ -162,3 +188,47 @@ def plot_tradeoffs(records: Iterable[Record], group: Any = None, label: Any = No
     axes[1].legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
+
+
+# --- budget tables (rendered from a budget table, e.g. ``capstone.check_budget``) ---------------------
+
+_MARK = {"met": "✓", "not met": "✗", "inconclusive": "?"}
+
+
+def budget_markdown(table: Any) -> str:
+    """Every record against the budget in absolute terms: ✓ met, ✗ not met, ? inconclusive (size / speed / accuracy).
+
+    Speed is against the fastest fp32 deployable file of the baseline, with
+    the 95 % interval of the ratio paired by interleaved round; latency shows
+    the median and the range of per-round medians; accuracy the top-1 change
+    against the baseline on the same images with its paired interval.
+    """
+    lines = ["| step | runtime | file | gzip bytes | × smaller (gzip) | ms, batch 1 (round range) | × faster than fastest fp32 [95 % CI] "
+             "| top-1 [95 % CI] | Δ top-1, points [95 % CI] | size / speed / accuracy |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in table.itertuples(index=False):
+        marks = "".join(_MARK[v] for v in (row.size, row.speed, row.accuracy))
+        top1 = f"{row.top1:.3f}" + (f" [{row.top1_low:.3f}, {row.top1_high:.3f}]" if row.top1_low == row.top1_low and
+                                     row.top1_low is not None else "")
+        lines.append(
+            f"| {row.step} | {row.runtime} | {row.format} | {row.gzip_bytes:,} | {row.size_ratio:.1f} | "
+            f"{row.latency_ms:.3f} ({row.latency_min_ms:.3f}–{row.latency_max_ms:.3f}) | "
+            f"{row.speedup:.2f} [{row.speedup_low:.2f}, {row.speedup_high:.2f}] | {top1} | "
+            f"{100 * row.top1_change:+.1f} [{100 * row.top1_change_low:+.1f}, {100 * row.top1_change_high:+.1f}] | "
+            f"{marks} **{row.verdict}** |"
+        )
+    return "\n".join(lines)
+
+
+def within_runtime_markdown(table: Any) -> str:
+    """The second view: each file's speedup over the baseline file *of its own runtime* (with its interval).
+
+    Fair when the platform fixes the runtime; misleading for choosing
+    between runtimes, where a slow baseline inflates the ratio.
+    """
+    lines = ["| step | runtime | file | ms, batch 1 | × faster than the same runtime's baseline [95 % CI] |",
+             "|---|---|---|---:|---:|"]
+    for row in table.itertuples(index=False):
+        lines.append(f"| {row.step} | {row.runtime} | {row.format} | {row.latency_ms:.3f} | "
+                     f"{row.within_speedup:.2f} [{row.within_speedup_low:.2f}, {row.within_speedup_high:.2f}] |")
+    return "\n".join(lines)

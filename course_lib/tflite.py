@@ -128,14 +128,30 @@ class LiteRTModel:
                 f"this .tflite model expects input N × {' × '.join(map(str, expected))} (NHWC), got {tuple(x.shape)}; "
                 "Keras/TFLite models take channels last: use Split.nhwc(...) or x.transpose(0, 2, 3, 1)"
             )
-        self._resize(len(x))
-        if self.input["dtype"] != np.float32:
-            scale, zero_point = self.input["quantization"]
-            info = np.iinfo(self.input["dtype"])
-            x = np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(self.input["dtype"])
-        self.interpreter.set_tensor(self.input["index"], x)
+        self.set_input(x)
         self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"])
+        return self.dequantize_output(self.interpreter.get_tensor(self.output["index"]))
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """A float batch in the dtype the model takes (int8 I/O: with the input tensor's scale and zero point)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.input["dtype"] == np.float32:
+            return np.ascontiguousarray(x)
+        scale, zero_point = self.input["quantization"]
+        info = np.iinfo(self.input["dtype"])
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(self.input["dtype"])
+
+    def set_input(self, x: np.ndarray) -> None:
+        """Resize for the batch, quantize if the model takes integers, and copy ``x`` into the input tensor.
+
+        After this, ``interpreter.invoke()`` alone runs the model: what
+        :mod:`course_lib.runtimes` times as LiteRT's own latency.
+        """
+        self._resize(len(x))
+        self.interpreter.set_tensor(self.input["index"], self.quantize_input(x))
+
+    def dequantize_output(self, out: np.ndarray) -> np.ndarray:
+        """The output tensor as float logits (int8 I/O: with the output tensor's scale and zero point)."""
         if self.output["dtype"] != np.float32:
             scale, zero_point = self.output["quantization"]
             out = (out.astype(np.float32) - zero_point) * scale

@@ -104,9 +104,26 @@ def test_state_dict_size_is_about_four_bytes_per_parameter(tmp_path):
     assert abs(measure.file_size(path).bytes - size.bytes) < 200
 
 
-def test_gzip_size_is_reproducible():
-    data = b"abc" * 1000
-    assert measure.gzip_size(data) == measure.gzip_size(data) < 100
+def test_gzip_size_is_reproducible(monkeypatch):
+    """gzip writes the time into its header unless mtime=0: two different clocks must give the same bytes."""
+    import gzip
+
+    data = bytes(range(256)) * 40
+    assert measure.gzip_size(data) == len(gzip.compress(data, compresslevel=9, mtime=0))
+    compressed = []
+    real_compress = gzip.compress
+
+    def spy(payload, compresslevel=9, *, mtime=None):
+        out = real_compress(payload, compresslevel, mtime=mtime)
+        compressed.append(out)
+        return out
+
+    monkeypatch.setattr(gzip, "compress", spy)
+    monkeypatch.setattr("time.time", lambda: 1_000_000.0)
+    measure.gzip_size(data)
+    monkeypatch.setattr("time.time", lambda: 2_000_000.0)
+    measure.gzip_size(data)
+    assert compressed[0] == compressed[1]  # without mtime=0 the header's timestamps would differ
 
 
 # --- latency and memory -------------------------------------------------------------------------
@@ -150,9 +167,17 @@ def test_peak_memory_sees_a_large_allocation():
     assert stats.method in ("VmHWM", "rss-sampling")
 
 
-def test_peak_memory_of_a_model():
-    stats = measure.peak_memory(models.small_cnn(), torch.zeros(64, 1, 8, 8))
-    assert stats.peak_bytes >= 0 and stats.rss_before_bytes > 0
+def test_peak_memory_sees_a_large_allocation():
+    """A call that holds 64 MB at its peak must show at least most of it (and a small one must not)."""
+    def allocate_and_free(megabytes):
+        block = np.ones(megabytes * 1024 * 1024 // 8)  # written, so the pages are resident
+        return float(block[-1])
+
+    big = measure.peak_memory(allocate_and_free, 64)
+    small = measure.peak_memory(allocate_and_free, 1)
+    assert big.peak_bytes >= 48 * 1024 * 1024, big
+    assert small.peak_bytes < 32 * 1024 * 1024, small
+    assert big.rss_before_bytes > 0
 
 
 # --- accuracy, agreement, masks -----------------------------------------------------------------

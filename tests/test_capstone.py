@@ -194,6 +194,10 @@ def test_report_command_end_to_end(tmp_path):
     assert "Best artefact" in done.stdout and "capstone" in done.stderr  # the verdict, and the progress bar on stderr
     table = capstone.check_budget([Record.from_dict(r) for r in results["records"]])
     final = table[table["step"] == "int8"]
-    assert final["size_ok"].all() and final["accuracy_ok"].all()  # sizes and accuracy do not depend on the machine's load
+    assert final["size_ok"].all()  # sizes do not depend on the machine's load
+    assert (final["accuracy"] != "not met").all()  # 450 images cannot resolve a 1-point line: "inconclusive" is honest
+    records = [Record.from_dict(r) for r in results["records"]]
+    assert all(r.threads == 1 and r.latency_min_ms <= r.latency_max_ms and r.top1_low <= r.top1 <= r.top1_high for r in records)
+    assert all(r.cold_start_ms and r.peak_memory_bytes for r in records if r.framework != "pytorch")
     assert (ROOT / "README.md").read_text(encoding="utf-8") == readme_before  # --out elsewhere leaves the README alone
     assert not (tmp_path / "results" / "artefacts").exists()

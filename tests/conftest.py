@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import course_lib  # noqa: F401  (first: loads Triton before any test imports TensorFlow)
 import pytest
 import torch
+
+import course_lib
+
+# Before any test imports TensorFlow (tfmot, tf_keras or the library): Keras 2 selected, Triton loaded first.
+course_lib.setup(seed=0)
 
 # Test fixtures that are notebooks (student submissions, hostile notebooks) must not be run by nbval.
 collect_ignore_glob = ["fixtures/*", "**/fixtures/*"]

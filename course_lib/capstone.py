@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from torch import nn
 
 from course_lib import data, deploy, prune, train
 from course_lib.models.cnn import SmallCNN
+from course_lib.repo import library_root
 from course_lib.report import Record
 
 #: Steps of the pipeline, in order.
@@ -378,7 +380,7 @@ def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
     code = ("import json, sys, course_lib as cl; cl.setup(threads=1); from course_lib import capstone; "
             "print('RESULT' + json.dumps(capstone.measure_for_grading(*sys.argv[1:4])))")
     on = "holdout" if _under_grader() else "test"
-    repository = Path(__file__).resolve().parent.parent
+    repository = library_root()
     hide = [repository / name for name in ("solutions", "tests") if (repository / name).is_dir()]
     returncode, stdout, stderr = run_confined(["-c", code, f"submission{fmt}", f"baseline{fmt}", on], files,
                                               Limits(timeout_s=timeout_s), hide)

@@ -1,4 +1,4 @@
-"""``python -m course_lib <command>``: the course's command line.
+"""``course-lib <command>`` (or ``python -m course_lib <command>``): the course's command line.
 
 * ``doctor`` - versions, CPU, threads, and which runtimes import here;
 * ``run [NOTEBOOK ...]`` - execute lecture notebooks headless, in order, with a
@@ -9,6 +9,10 @@
 * ``report`` - the capstone's measured pipeline end to end, without the
   notebook: ``results/summary.json`` / ``summary.md`` / ``tradeoffs.png``
   and the README's results table rendered from that JSON.
+
+Commands that read or write the course's folders work on the checkout found
+from the current directory, or the one given with ``--repo DIR``
+(:mod:`course_lib.repo`).
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+import course_lib
+from course_lib.repo import NotACourseCheckout, find_repo
 
 #: (distribution on PyPI, module to import) for every runtime the course uses.
 RUNTIMES = [
@@ -45,10 +53,13 @@ RUNTIMES = [
     ("nbgrader", "nbgrader"),
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-SOLUTION_DIR = REPO_ROOT / "solutions"
-EXERCISE_DIR = REPO_ROOT / "exercises"
+#: The ``--repo`` option of this invocation (None: search from the current directory).
+_repo_option: str | None = None
+
+
+def repository() -> Path:
+    """The course checkout this command works on (raises :class:`NotACourseCheckout` with a clear message)."""
+    return find_repo(_repo_option)
 
 
 def _cpu_name() -> str:
@@ -110,17 +121,24 @@ def run_notebooks(paths: Sequence[str], output_dir: str | None, inplace: bool, t
     from nbclient import NotebookClient
     from tqdm import tqdm
 
-    notebooks = [Path(p) for p in paths] if paths else sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-    missing = [p for p in notebooks if not p.is_file()]
-    if missing:
-        print(f"error: notebook not found: {', '.join(map(str, missing))}", file=sys.stderr)
-        return 2
-    if not notebooks:
-        print(f"error: no notebooks in {NOTEBOOK_DIR}", file=sys.stderr)
-        return 2
-    out_dir = Path(output_dir) if output_dir else REPO_ROOT / "build" / "executed"
+    if paths:
+        notebooks = [Path(p) for p in paths]
+        missing = [p for p in notebooks if not p.is_file()]
+        if missing:
+            print(f"error: notebook not found: {', '.join(map(str, missing))}", file=sys.stderr)
+            return 2
+    else:
+        notebooks = sorted((repository() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        if not notebooks:
+            print(f"error: no notebooks in {repository() / 'notebooks'}", file=sys.stderr)
+            return 2
+    out_dir = Path(output_dir) if output_dir else Path("build/executed") if inplace else repository() / "build" / "executed"
     if not inplace:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: cannot create --output-dir {out_dir}: {exc.strerror}", file=sys.stderr)
+            return 2
     results = []
     bar = tqdm(notebooks, desc="notebooks", unit="nb")
     for path in bar:
@@ -152,7 +170,9 @@ def release_command(check: bool) -> int:
     """Generate exercises/ from solutions/ (or only check that it is up to date)."""
     from course_lib.grading.release import release
 
-    problems = release(SOLUTION_DIR, EXERCISE_DIR, check_only=check)
+    repo = repository()
+    solution_dir, exercise_dir = repo / "solutions", repo / "exercises"
+    problems = release(solution_dir, exercise_dir, check_only=check)
     if check:
         if problems:
             print("exercises/ is out of date:\n  " + "\n  ".join(problems) + "\nRun `make exercises`.", file=sys.stderr)
@@ -161,7 +181,7 @@ def release_command(check: bool) -> int:
         return 0
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    print(f"wrote {len(list(SOLUTION_DIR.glob('*.ipynb')))} exercise notebook(s) into {EXERCISE_DIR}")
+    print(f"wrote {len(list(solution_dir.glob('*.ipynb')))} exercise notebook(s) into {exercise_dir}")
     return 0
 
 
@@ -179,7 +199,7 @@ def grade_command(paths: Sequence[str], source: str | None, out: str, jobs: int,
         print("error: no .ipynb submissions found in the given paths", file=sys.stderr)
         return 2
     if source is None:
-        sources = {grader.default_source_for(path, SOLUTION_DIR) for _, path in submissions}
+        sources = {grader.default_source_for(path, repository() / "solutions") for _, path in submissions}
         if len(sources) != 1:
             print("error: the submissions belong to several assignments; grade one at a time or pass --source",
                   file=sys.stderr)
@@ -218,14 +238,19 @@ def machine_summary() -> dict[str, Any]:
 
 def _results_dir(out: str | None) -> tuple[Path, bool]:
     """The folder results go to, and whether it is the repository's ``results/`` (the README table's source)."""
-    out_dir = Path(out) if out else REPO_ROOT / "results"
-    return out_dir, out_dir.resolve() == (REPO_ROOT / "results").resolve()
+    if out is None:
+        return repository() / "results", True
+    try:
+        into_repository = Path(out).resolve() == (repository() / "results").resolve()
+    except NotACourseCheckout:  # --out elsewhere works without a checkout
+        into_repository = False
+    return Path(out), into_repository
 
 
 def _refresh_readme(results: dict[str, Any]) -> None:
     from course_lib import capstone
 
-    changed = capstone.update_readme(REPO_ROOT / "README.md", results)
+    changed = capstone.update_readme(repository() / "README.md", results)
     print(f"README.md: results table {'updated' if changed else 'already up to date'}")
 
 
@@ -261,6 +286,12 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
 
     import course_lib as cl
 
+    out_dir, into_repository = _results_dir(out)
+    try:  # fail now, not after a minute of training
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create the results folder {out_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     stages = ["train the baseline", "export the baseline", "train the half-width design", "export the design",
               "prune and fine-tune", "quantize and export", "measure every step"]
     start = time.perf_counter()
@@ -268,7 +299,6 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
     cl.import_tensorflow()  # after course_lib (see README, Troubleshooting); the LiteRT files need the Keras twin
     from course_lib import capstone, data
 
-    out_dir, into_repository = _results_dir(out)
     work = out_dir / "artefacts" if keep_artefacts else Path(tempfile.mkdtemp(prefix="capstone-"))
     bar = tqdm(total=len(stages) + 1, desc="capstone", unit="stage")
 
@@ -303,21 +333,46 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_lib", description="Lightweight DL course tools.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _grade(args: argparse.Namespace) -> int:
+    if args.jobs < 1 or args.timeout <= 0 or args.memory_mb < 256:
+        args.parser.error("--jobs must be ≥ 1, --timeout > 0 and --memory-mb ≥ 256")
+    try:
+        return grade_command(args.paths, args.source, args.out, args.jobs, args.timeout, args.memory_mb)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.render_only:
+        if args.keep_artefacts:
+            args.parser.error("--render-only measures nothing, so there are no artefacts to --keep-artefacts")
+        return render_command(args.out)
+    return report_command(args.out, args.keep_artefacts)
+
+
+def build_parser(prog: str = "course-lib") -> argparse.ArgumentParser:
+    """The command line: one sub-parser per command, each with the function that runs it (``func``)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Lightweight DL course tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {course_lib.__version__}")
+    parser.add_argument("--repo", metavar="DIR",
+                        help="the course checkout to work on (default: the one holding the current directory)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p_doc = sub.add_parser("doctor", help="versions, CPU, threads, and which runtimes import")
     p_doc.add_argument("--quick", action="store_true", help="list versions without importing (a few seconds instead of ~30)")
+    p_doc.set_defaults(func=lambda args: doctor(check_imports=not args.quick))
 
     p_run = sub.add_parser("run", help="execute lecture notebooks headless, in order")
     p_run.add_argument("notebooks", nargs="*", help="notebooks to run (default: every notebooks/NN_*.ipynb)")
     p_run.add_argument("--output-dir", help="where executed copies go (default: build/executed)")
     p_run.add_argument("--inplace", action="store_true", help="overwrite the notebooks with their new outputs")
     p_run.add_argument("--timeout", type=int, default=600, help="seconds one cell may take (default 600)")
+    p_run.set_defaults(func=lambda args: run_notebooks(args.notebooks, args.output_dir, args.inplace, args.timeout))
 
     p_rel = sub.add_parser("release", help="generate exercises/ from solutions/")
     p_rel.add_argument("--check", action="store_true", help="only check that exercises/ is up to date")
+    p_rel.set_defaults(func=lambda args: release_command(args.check))
 
     p_grade = sub.add_parser("grade", help="grade submissions (files or folders) in sandboxed processes")
     p_grade.add_argument("paths", nargs="+", help="submission notebooks, or folders of them (student/NN.ipynb or student.ipynb)")
@@ -326,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
     p_grade.add_argument("--timeout", type=float, default=120.0, help="seconds per submission (default 120)")
     p_grade.add_argument("--memory-mb", type=int, default=3072, help="memory per submission in MB (default 3072)")
+    p_grade.set_defaults(func=_grade, parser=p_grade)
 
     p_rep = sub.add_parser("report", help="run the capstone pipeline headless; write results/ (table, JSON, plot)")
     p_rep.add_argument("--out", help="folder for summary.json, summary.md, tradeoffs.png (default: the repository's "
@@ -333,28 +389,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("--render-only", action="store_true",
                        help="measure nothing: re-render summary.md and the README table from the existing summary.json")
     p_rep.add_argument("--keep-artefacts", action="store_true", help="keep the .pte/.onnx/.tflite files in OUT/artefacts")
+    p_rep.set_defaults(func=_report, parser=p_rep)
+    return parser
 
-    args = parser.parse_args(argv)
-    if args.command == "doctor":
-        return doctor(check_imports=not args.quick)
-    if args.command == "run":
-        return run_notebooks(args.notebooks, args.output_dir, args.inplace, args.timeout)
-    if args.command == "release":
-        return release_command(args.check)
-    if args.command == "grade":
-        if args.jobs < 1 or args.timeout <= 0 or args.memory_mb < 256:
-            parser.error("--jobs must be ≥ 1, --timeout > 0 and --memory-mb ≥ 256")
-        try:
-            return grade_command(args.paths, args.source, args.out, args.jobs, args.timeout, args.memory_mb)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    if args.command == "report":
-        if args.render_only:
-            return render_command(args.out)
-        return report_command(args.out, args.keep_artefacts)
-    parser.error(f"unknown command {args.command}")
-    return 2
+
+def main(argv: Sequence[str] | None = None, prog: str = "course-lib") -> int:
+    """Run one command; return its exit code (0 ok, 1 failures found, 2 usage or missing input)."""
+    global _repo_option
+    args = build_parser(prog).parse_args(argv)
+    _repo_option = args.repo
+    try:
+        return int(args.func(args))
+    except NotACourseCheckout as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class Split:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one sample."""
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        return tuple(self.x_train.shape[1:])
 
     def sizes(self) -> dict[str, int]:
         """Number of samples in each part."""
@@ -266,7 +266,7 @@ def tf_datasets(split: Split, batch_size: int = 64, seed: int = 0) -> dict[str, 
     for part in ("train", "val", "test"):
         ds = tf.data.Dataset.from_tensor_slices((split.nhwc(part), getattr(split, f"y_{part}")))
         if part == "train":
-            ds = ds.shuffle(len(getattr(split, "y_train")), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(len(split.y_train), seed=seed, reshuffle_each_iteration=True)
         out[part] = ds.batch(batch_size)
     return out
 

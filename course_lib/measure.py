@@ -22,9 +22,10 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -249,7 +250,7 @@ class LatencyStats:
     samples_ms: list[float] = field(default_factory=list, repr=False)
 
     @classmethod
-    def from_samples(cls, samples_ms: list[float], warmup: int, threads: int | None, batch_size: int | None) -> "LatencyStats":
+    def from_samples(cls, samples_ms: list[float], warmup: int, threads: int | None, batch_size: int | None) -> LatencyStats:
         """Median, p90, mean, min and max of timed calls (milliseconds)."""
         return cls(
             median_ms=statistics.median(samples_ms), p90_ms=float(np.percentile(samples_ms, 90)),

@@ -18,12 +18,18 @@ wrappers around ``tensorflow_model_optimization.sparsity.keras``.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
+
+if TYPE_CHECKING:  # heavy: imported where used
+    import pandas as pd
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
@@ -60,10 +66,12 @@ def prunable_layers(model: nn.Module, types: tuple[type[nn.Module], ...] = PRUNA
 
 def _weight(module: nn.Module) -> torch.Tensor:
     # After prune.* the forward pass uses module.weight = weight_orig * weight_mask.
-    return module.weight.detach()
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)  # PRUNABLE layers only
+    return weight.detach()
 
 
-def sparsity_report(model: nn.Module) -> Any:
+def sparsity_report(model: nn.Module) -> pd.DataFrame:
     """A pandas table: one row per conv/linear weight (params, zeros, sparsity) and a ``total`` row.
 
     Reads the weight the forward pass uses, so it is right before and after
@@ -142,7 +150,7 @@ def sensitivity_scan(
     score: Callable[[nn.Module], float],
     sparsities: Sequence[float] = (0.5, 0.7, 0.9),
     layers: Iterable[str] | None = None,
-) -> Any:
+) -> pd.DataFrame:
     """Prune one layer at a time (L1 unstructured) and score the model: which layers tolerate pruning?
 
     Args:
@@ -166,7 +174,7 @@ def sensitivity_scan(
         names = wanted
     rows = []
     for name in names:
-        row: dict[str, Any] = {"layer": name, "params": model.get_submodule(name).weight.numel()}
+        row: dict[str, Any] = {"layer": name, "params": _weight(model.get_submodule(name)).numel()}
         for sparsity in sparsities:
             trial = copy.deepcopy(model)
             prune.l1_unstructured(trial.get_submodule(name), "weight", amount=sparsity)
@@ -277,7 +285,7 @@ def channel_prune(
 
 def keras_pruning_schedule(
     target: float, end_step: int, begin_step: int = 0, initial: float = 0.0, frequency: int | None = None
-) -> Any:
+) -> tfmot.sparsity.keras.PolynomialDecay:
     """tfmot's ``PolynomialDecay``: sparsity rises from ``initial`` to ``target`` between the two steps.
 
     The curve is ``target + (initial - target) · (1 - progress)³``: fast pruning
@@ -305,13 +313,13 @@ def keras_pruning_schedule(
 
 
 def keras_prune(
-    model: Any,
+    model: tf_keras.Model,
     target: float,
     end_step: int,
     begin_step: int = 0,
     frequency: int | None = None,
     layers: Sequence[str] | None = None,
-) -> Any:
+) -> tf_keras.Model:
     """Wrap the prunable layers of a Keras 2 (tf_keras) model with ``prune_low_magnitude``.
 
     Each wrapped layer is pruned to ``target`` on its own (tfmot's pruning is
@@ -360,7 +368,7 @@ def keras_pruning_callbacks(log_dir: str | None = None) -> list[Any]:
     return callbacks
 
 
-def keras_strip(model: Any) -> Any:
+def keras_strip(model: tf_keras.Model) -> tf_keras.Model:
     """``strip_pruning``: remove the wrappers and their masks, leaving plain layers with zeros in the kernels."""
     import tensorflow_model_optimization as tfmot
 
@@ -390,7 +398,7 @@ def keras_predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarra
     return np.concatenate([np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)])
 
 
-def keras_sparsity_report(model: Any) -> Any:
+def keras_sparsity_report(model: tf_keras.Model) -> pd.DataFrame:
     """A pandas table: one row per kernel of a (stripped) Keras model, and a ``total`` row."""
     import pandas as pd
 

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # ExecuTorch is heavy: imported where used
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
 # --- the math ---------------------------------------------------------------------------------
 
@@ -151,7 +155,7 @@ def dynamic_quantize_torchao(model: nn.Module) -> nn.Module:
 # --- PT2E static quantization and QAT -------------------------------------------------------------
 
 
-def xnnpack_quantizer(per_channel: bool = True, weight_bits: int = 8, qat: bool = False) -> Any:
+def xnnpack_quantizer(per_channel: bool = True, weight_bits: int = 8, qat: bool = False) -> XNNPACKQuantizer:
     """ExecuTorch's ``XNNPACKQuantizer``: int8 activations, ``weight_bits``-bit symmetric weights.
 
     Weights below 8 bits are *simulated* (int8 storage with a narrower range):

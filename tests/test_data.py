@@ -12,7 +12,7 @@ def test_digits_split_is_fixed_and_disjoint(digits):
     assert digits.sizes() == {"train": 1167, "val": 180, "test": 450}
     assert digits.input_shape == (1, 8, 8)
     assert digits.x_train.dtype == np.float32 and digits.y_train.dtype == np.int64
-    assert 0.0 <= digits.x_train.min() and digits.x_train.max() <= 1.0
+    assert digits.x_train.min() >= 0.0 and digits.x_train.max() <= 1.0
     again = data.load_digits()
     np.testing.assert_array_equal(again.x_test, digits.x_test)
     # no image appears in two parts

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from course_lib import data, deploy, measure, quantize, train
-from course_lib.models import small_cnn
 
 
 def test_asymmetric_int8_matches_pytorch_per_tensor():

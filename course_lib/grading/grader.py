@@ -25,13 +25,15 @@ import builtins
 import csv
 import re
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from course_lib.grading import checks, protocol
 from course_lib.grading.sandbox import Limits, StudentGone, StudentProcess, UidLease, running_as_root
+from course_lib.repo import library_root
 
 BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
 END_HIDDEN = "### END HIDDEN TESTS"
@@ -210,7 +212,7 @@ class Recorder:
 
 
 def _free_names(tree: ast.AST) -> set[str]:
-    loaded, bound = set(), set()
+    loaded, bound = set[str](), set[str]()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
@@ -516,7 +518,7 @@ def _paths_to_hide(paths: Iterable[Path]) -> list[Path]:
         if any(n == path or path in n.parents for n in needed):
             continue  # hiding it would hide the interpreter or the library the student's process needs
         hide.append(path)
-    repo_tests = Path(course_lib.__file__).resolve().parent.parent / "tests"
+    repo_tests = library_root() / "tests"
     if repo_tests.is_dir():
         hide.append(repo_tests)
     return sorted(set(hide))

@@ -89,12 +89,12 @@ def decode(data: Any, make_handle: Any) -> Any:
         return [decode(v, make_handle) for v in data]
     if isinstance(data, dict):
         if "__ndarray__" in data:
-            dtype = {"bool": np.bool_, "int64": np.int64, "float64": np.float64}.get(data.get("dtype"))
+            dtype = {"bool": np.bool_, "int64": np.int64, "float64": np.float64}.get(str(data.get("dtype")))
             shape = data.get("shape")
             if dtype is None or not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
                 raise ValueError("malformed array from the submission's process")
             raw = base64.b64decode(data["__ndarray__"], validate=True)
-            flat = np.frombuffer(raw, dtype=dtype)
+            flat: np.ndarray = np.frombuffer(raw, dtype=dtype)
             if flat.size != int(np.prod(shape)):
                 raise ValueError("array size does not match its shape")
             return flat.reshape(shape).copy()

@@ -43,9 +43,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q -c constraints.txt -e ".[test]"
 	@touch $@
 
-setup: $(STAMP)
+# JupyterLab reads <venv>/share/jupyter/lab/settings/overrides.json: no "get notified about Jupyter news?"
+# popup and no update check in a classroom (jupyter/overrides.json; a test checks it against the installed schema).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): jupyter/overrides.json | $(STAMP)
+	install -D -m 644 $< $@
 
-course: $(STAMP)
+setup: $(STAMP) $(LAB_OVERRIDES)
+
+course: $(STAMP) $(LAB_OVERRIDES)
 	$(BIN)/python -m jupyter lab $(LAB_FLAGS) notebooks/
 
 # Every lecture in order, then the capstone's measured pipeline into results/ (and the README's table).

@@ -18,18 +18,23 @@ from the current directory, or the one given with ``--repo DIR``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import platform
 import re
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import course_lib
+from course_lib import _env
+from course_lib._util import quiet_native_stderr
 from course_lib.repo import NotACourseCheckout, find_repo
 
 #: (distribution on PyPI, module to import) for every runtime the course uses.
@@ -73,6 +78,23 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    """Keep an import's log lines (TF's cudart_stub, torch's _pytree notice, setuptools) out of the table.
+
+    A failing import still raises, and the table shows its message.
+    """
+    pytree = logging.getLogger("torch.utils._pytree")
+    level = pytree.level
+    pytree.setLevel(logging.ERROR)
+    try:
+        with quiet_native_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pytree.setLevel(level)
+
+
 def doctor(check_imports: bool = True) -> int:
     """Print what the course needs to know about this machine; return 1 if a runtime is missing."""
     print(f"python      {sys.version.split()[0]} ({sys.executable})")
@@ -88,6 +110,8 @@ def doctor(check_imports: bool = True) -> int:
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "TF_USE_LEGACY_KERAS", "CUDA_VISIBLE_DEVICES") if k in os.environ}
     print(f"environment {env or '(no thread or Keras variables set)'}")
     print()
+    if check_imports:
+        _env.prepare_process()  # import TensorFlow the way the course does (Keras 2, Triton first)
     missing = 0
     print(f"{'package':32} {'version':14} {'import':8} seconds")
     for dist, module in RUNTIMES:
@@ -99,7 +123,8 @@ def doctor(check_imports: bool = True) -> int:
         if check_imports:
             start = time.perf_counter()
             try:
-                importlib.import_module(module)
+                with _quiet_import():
+                    importlib.import_module(module)
                 status = "ok"
             except Exception as exc:  # report, do not crash: the point is to see every problem at once
                 status = f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

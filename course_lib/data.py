@@ -56,6 +56,11 @@ class Split:
 
     def nhwc(self, part: str) -> np.ndarray:
         """The images of ``part`` ('train', 'val' or 'test') as ``N × H × W × C`` for Keras."""
+        if not isinstance(part, str):  # e.g. nhwc(split.x_test): `in` on an array fails with NumPy's "truth value" error
+            raise TypeError(
+                f"nhwc takes the name of a part ('train', 'val' or 'test'), got {type(part).__name__}; "
+                "to transpose an array of N × C × H × W images use array.transpose(0, 2, 3, 1)"
+            )
         if part not in ("train", "val", "test"):
             raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
         return np.ascontiguousarray(getattr(self, f"x_{part}").transpose(0, 2, 3, 1))

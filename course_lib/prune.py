@@ -18,6 +18,8 @@ wrappers around ``tensorflow_model_optimization.sparsity.keras``.
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +107,22 @@ def is_pruned(model: nn.Module) -> bool:
 # --- masking with torch.nn.utils.prune -------------------------------------------------------
 
 
+def _check_fraction(amount: float) -> float:
+    """``amount`` as the fraction it must be here; torch would read an int as a *count* of weights.
+
+    ``prune_global(model, amount=80)`` meant 80 % but would prune 80 weights
+    without a word, so integers (and bools) are refused with that explanation.
+    """
+    if isinstance(amount, numbers.Integral):  # bool included
+        raise ValueError(
+            f"amount must be a fraction between 0 and 1 (e.g. 0.8 for 80 %), got the integer {amount!r}; "
+            "torch.nn.utils.prune would read an integer as a count of weights"
+        )
+    if not isinstance(amount, numbers.Real) or math.isnan(amount) or not 0.0 <= amount <= 1.0:
+        raise ValueError(f"amount must be a fraction between 0 and 1 (e.g. 0.8 for 80 %), got {amount!r}")
+    return float(amount)
+
+
 def prune_global(model: nn.Module, amount: float, method: type = prune.L1Unstructured) -> nn.Module:
     """Prune ``amount`` of *all* conv/linear weights together, smallest magnitude first.
 
@@ -112,6 +130,7 @@ def prune_global(model: nn.Module, amount: float, method: type = prune.L1Unstruc
     of them. Applied again, ``amount`` is a fraction of the weights still
     unpruned (that is how ``torch.nn.utils.prune`` composes masks).
     """
+    amount = _check_fraction(amount)
     params = [(m, "weight") for _, m in prunable_layers(model)]
     prune.global_unstructured(params, pruning_method=method, amount=amount)
     return model
@@ -123,6 +142,7 @@ def prune_layerwise(model: nn.Module, amount: float, structured: bool = False, n
     Structured (``ln_structured``, ``dim=0``) zeroes whole filters but does not
     remove them: shapes stay, so this is still masking.
     """
+    amount = _check_fraction(amount)
     for _, module in prunable_layers(model):
         if structured:
             prune.ln_structured(module, "weight", amount=amount, n=n, dim=0)

@@ -24,6 +24,7 @@ def test_help_and_version_name_the_program_it_was_called_as(capsys):
     assert capsys.readouterr().out.strip() == f"python -m course_lib {metadata.version('course_lib')}"
 
 
+@pytest.mark.slow
 def test_python_dash_m_still_works_and_says_so():
     result = subprocess.run([sys.executable, "-m", "course_lib", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage: python -m course_lib ")

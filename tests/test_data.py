@@ -34,6 +34,8 @@ def test_bad_arguments_give_clear_errors(digits):
         data.load_digits(image_size=10)
     with pytest.raises(ValueError, match="part must be"):
         digits.nhwc("validation")
+    with pytest.raises(TypeError, match="nhwc takes the name of a part .* got ndarray"):
+        digits.nhwc(digits.x_test)  # the array instead of its name: said plainly, not NumPy's "truth value" error
     with pytest.raises(ValueError, match="batch_size"):
         data.torch_loaders(digits, batch_size=0)
     with pytest.raises(ValueError, match="N × C × H × W"):
@@ -48,6 +50,7 @@ def test_torch_loaders_shuffle_reproducibly(digits):
     assert test_batch.tolist() == digits.y_test[:32].tolist()  # test order is never shuffled
 
 
+@pytest.mark.slow
 def test_tf_datasets_hold_the_same_arrays(digits):
     ds = data.tf_datasets(digits, batch_size=450)["test"]
     x, y = next(iter(ds))

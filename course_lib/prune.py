@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from course_lib import measure
+
 if TYPE_CHECKING:  # heavy: imported where used
     import pandas as pd
     import tensorflow_model_optimization as tfmot
@@ -278,6 +280,9 @@ def channel_prune(
         raise ValueError(f"ratio must be between 0 and 1 (exclusive), got {ratio}")
     target = model if inplace else copy.deepcopy(model)
     target.eval()
+    example_input = torch.as_tensor(example_input)
+    with torch.no_grad():  # a wrong input shape fails here naming the first layer, not deep in torch-pruning's tracer
+        measure.run_model(target, example_input)
     if ignored_layers is None:
         last_linear = [m for m in target.modules() if isinstance(m, nn.Linear)][-1:]
         ignored_layers = last_linear

@@ -110,6 +110,8 @@ def test_channel_prune_really_shrinks_and_keeps_the_classifier():
     assert slim(x).shape == (1, 10)
     with pytest.raises(ValueError, match="ratio"):
         prune.channel_prune(model, x, ratio=1.0)
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 1, 8, 8\), got \(1, 3, 8, 8\)"):
+        prune.channel_prune(model, torch.zeros(1, 3, 8, 8), ratio=0.5)  # said before torch-pruning's tracer fails
 
 
 @pytest.mark.slow

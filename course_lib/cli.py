@@ -309,8 +309,6 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
 
     from tqdm import tqdm
 
-    import course_lib as cl
-
     out_dir, into_repository = _results_dir(out)
     try:  # fail now, not after a minute of training
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -320,8 +318,8 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
     stages = ["train the baseline", "export the baseline", "train the half-width design", "export the design",
               "prune and fine-tune", "quantize and export", "measure every step"]
     start = time.perf_counter()
-    cl.setup(seed=0, threads=2)
-    cl.import_tensorflow()  # after course_lib (see README, Troubleshooting); the LiteRT files need the Keras twin
+    course_lib.setup(seed=0, threads=2)
+    course_lib.import_tensorflow()  # after course_lib (see README, Troubleshooting); the LiteRT files need the Keras twin
     from course_lib import capstone, data
 
     work = out_dir / "artefacts" if keep_artefacts else Path(tempfile.mkdtemp(prefix="capstone-"))

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from course_lib import import_tensorflow
+
 #: Sizes of the fixed digits split (train, val, test); they add up to 1,797.
 DIGITS_SPLIT = (1167, 180, 450)
 
@@ -262,8 +264,6 @@ def torch_loaders(split: Split, batch_size: int = 64, seed: int = 0) -> dict[str
 
 def tf_datasets(split: Split, batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
     """``tf.data`` datasets (NHWC) of the same arrays: 'train' shuffled with a seed, 'val', 'test'."""
-    from course_lib import import_tensorflow
-
     tf = import_tensorflow()
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")

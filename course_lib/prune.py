@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from course_lib import measure
+from course_lib import import_tensorflow, measure
+from course_lib.train import evaluate, fit
 
 if TYPE_CHECKING:  # heavy: imported where used
     import pandas as pd
@@ -236,8 +237,6 @@ def prune_and_finetune(
     the end. Returns one row per step: ``sparsity``, ``top1`` before and after
     fine-tuning, measured on ``val_loader``.
     """
-    from course_lib.train import evaluate, fit
-
     history = []
     done = 0.0
     for cumulative in sparsity_steps(target, steps):
@@ -329,8 +328,6 @@ def keras_pruning_schedule(
         frequency = max(1, (end_step - begin_step) // 10)
     import tensorflow_model_optimization as tfmot
 
-    from course_lib import import_tensorflow
-
     import_tensorflow()
     return tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=initial, final_sparsity=target, begin_step=begin_step, end_step=end_step, frequency=frequency
@@ -354,8 +351,6 @@ def keras_prune(
     from :func:`keras_pruning_callbacks`, then call :func:`keras_strip`.
     """
     import tensorflow_model_optimization as tfmot
-
-    from course_lib import import_tensorflow
 
     tf = import_tensorflow()
     sparsity = tfmot.sparsity.keras

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_lib.measure import set_mode
+from course_lib.measure import set_mode, topk_accuracy
 
 
 @dataclass
@@ -131,8 +131,6 @@ def predict_logits(model: nn.Module, data: Iterable[Any] | np.ndarray | torch.Te
 
 def evaluate(model: nn.Module, loader: Iterable[Any], topk: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Top-k accuracy and mean cross-entropy of ``model`` over ``loader``."""
-    from course_lib.measure import topk_accuracy
-
     logits, labels = [], []
     set_mode(model, False)
     with torch.inference_mode():

@@ -13,6 +13,7 @@ import numpy as np
 from torch import nn
 
 from course_lib import import_tensorflow
+from course_lib.models.blocks import BLOCKS, make_divisible
 from course_lib.models.cnn import SmallCNN
 
 if TYPE_CHECKING:  # TensorFlow is heavy: imported through import_tensorflow() where used
@@ -110,8 +111,6 @@ def tiny_net_keras(
     (Keras also counts BatchNorm's moving mean and variance as non-trainable
     parameters; PyTorch keeps them as buffers. Compare trainable counts.)
     """
-    from course_lib.models.blocks import BLOCKS, make_divisible
-
     tf = import_tensorflow()
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")

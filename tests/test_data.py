@@ -68,7 +68,9 @@ def write_idx(path, array, gz=False):
     codes = {np.uint8: 0x08}
     header = bytes([0, 0, codes[array.dtype.type], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.tobytes()
-    (gzip.open if gz else open)(path, "wb").write(payload)
+    # Closed explicitly: from Python 3.12 GzipFile buffers writes, and an unclosed one left a truncated file.
+    with (gzip.open if gz else open)(path, "wb") as fh:
+        fh.write(payload)
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -103,3 +103,18 @@ def test_setup_honours_the_graders_thread_cap(monkeypatch):
     monkeypatch.delenv("COURSE_LIB_MAX_THREADS")
     assert cl.setup(threads=2)["torch_threads"] == 2
     torch.set_num_threads(2)
+
+
+def test_quiet_native_stderr_silences_the_descriptor_and_sys_stderr_then_restores_both(capfd):
+    with cl.quiet_native_stderr():
+        os.write(2, b"native log line\n")
+        print("python log line", file=sys.stderr)
+    os.write(2, b"after\n")
+    print("python after", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "log line" not in err
+    assert "after" in err and "python after" in err
+    with pytest.raises(KeyError), cl.quiet_native_stderr():
+        raise KeyError("restored on errors too")
+    print("still here", file=sys.stderr)
+    assert "still here" in capfd.readouterr().err

@@ -1,9 +1,14 @@
 # Lightweight DL — every target installs what it needs first (into .venv), so a fresh clone needs only:
 #   make course   # set up and open the lectures in JupyterLab
 #   make test     # set up and run every test (library, notebooks with nbval, exercises)
-# Pinned versions: constraints.txt. Python 3.11 is required (set PYTHON=/path/to/python3.11 if it is not on PATH).
+# Pinned versions: constraints.txt. Python 3.11, 3.12 or 3.13: the first of them that runs is used
+# (set PYTHON=/path/to/python3.x to choose another).
 
-PYTHON ?= python3.11
+SUPPORTED_PYTHONS := python3.11 python3.12 python3.13
+# `command -v` is not enough: pyenv puts shims on PATH for versions that are not active and fail when run.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(or $(firstword $(foreach p,$(SUPPORTED_PYTHONS),$(shell $(p) -c '' >/dev/null 2>&1 && echo $(p)))),python3.11)
+endif
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -13,11 +18,14 @@ PYTEST_ARGS ?=
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup course course-headless report bench test doctor exercises grade bench-grading clean-venv
+.PHONY: help setup course course-headless report bench lint test test-fast check-python doctor exercises grade bench-grading clean-venv
 
 help:
 	@echo "make course           set up .venv and open the lectures in JupyterLab"
-	@echo "make test             set up .venv and run all tests"
+	@echo "make test             set up .venv, lint (ruff, mypy), and run all tests"
+	@echo "make test-fast        library tests without the slow ones and without the notebooks (the inner loop)"
+	@echo "make lint             ruff and mypy on course_lib/ and tests/"
+	@echo "make check-python PYTHON=python3.12   install into .venv-python3.12, run the quick tests and lecture 00 there"
 	@echo "make course-headless  run every lecture notebook without a browser, then the capstone report into results/"
 	@echo "make report           the capstone pipeline headless: results/summary.{md,json}, results/tradeoffs.png"
 	@echo "make bench            print the capstone's ratios (size, speedup per runtime, accuracy) from a fresh run"
@@ -28,16 +36,22 @@ help:
 
 # Re-installs only when the pins or the package's declaration change.
 $(STAMP): pyproject.toml constraints.txt
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found. The course needs Python 3.11: install it, or run 'make PYTHON=/path/to/python3.11 ...'." >&2; exit 1; }
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || { echo "error: $(PYTHON) is not Python 3.11; run 'make PYTHON=/path/to/python3.11 ...'." >&2; exit 1; }
+	@$(PYTHON) -c '' >/dev/null 2>&1 || { echo "error: no working $(PYTHON). The course needs Python 3.11, 3.12 or 3.13: install one, or run 'make PYTHON=/path/to/python3.x ...'." >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else 1)' || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the course needs 3.11, 3.12 or 3.13: run 'make PYTHON=/path/to/python3.x ...'." >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the pinned environment into $(VENV) (first time: a few minutes, ~8 GB) ..."
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q -c constraints.txt -e ".[test]"
 	@touch $@
 
-setup: $(STAMP)
+# JupyterLab reads <venv>/share/jupyter/lab/settings/overrides.json: no "get notified about Jupyter news?"
+# popup and no update check in a classroom (jupyter/overrides.json; a test checks it against the installed schema).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): jupyter/overrides.json | $(STAMP)
+	install -D -m 644 $< $@
 
-course: $(STAMP)
+setup: $(STAMP) $(LAB_OVERRIDES)
+
+course: $(STAMP) $(LAB_OVERRIDES)
 	$(BIN)/python -m jupyter lab $(LAB_FLAGS) notebooks/
 
 # Every lecture in order, then the capstone's measured pipeline into results/ (and the README's table).
@@ -55,9 +69,26 @@ bench: $(STAMP)
 doctor: $(STAMP)
 	$(BIN)/python -m course_lib doctor
 
-# Library tests and every lecture notebook (nbval), two workers; a notebook's cells stay in one worker.
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/python -m ruff check course_lib tests
+	$(BIN)/python -m mypy course_lib
+
+# Lint, then library tests and every lecture notebook (nbval), two workers; a notebook's cells stay in one worker.
+test: lint
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+
+# The inner loop: library tests not marked slow, no notebooks (seconds to a minute or two, not ten).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not slow" tests $(PYTEST_ARGS)
+
+# Another supported Python in its own venv: install the pins, then the quick tests and lecture 00 (nbval).
+# e.g. make check-python PYTHON=python3.12  (or PYTHON=/path/to/python3.13)
+CHECK_VENV = .venv-$(notdir $(PYTHON))
+check-python:
+	$(MAKE) VENV=$(CHECK_VENV) PYTHON=$(PYTHON) setup
+	$(CHECK_VENV)/bin/python -c 'import platform; print("Python", platform.python_version())'
+	$(CHECK_VENV)/bin/course-lib --version
+	$(CHECK_VENV)/bin/python -m pytest -n $(JOBS) --dist loadfile -m "not slow" tests notebooks/00_measuring_models.ipynb $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,9 +5,11 @@ counting and timing, ``data`` for the offline datasets, ``models`` for the
 course's small CNN (in PyTorch and in Keras), ``train`` for fitting, and
 ``report`` for the records every lecture's tables are built from.
 
-Import it first, before TensorFlow: importing ``course_lib`` sets
-``TF_USE_LEGACY_KERAS=1`` so that ``tf.keras`` is Keras 2 (``tf_keras``),
-which ``tensorflow-model-optimization`` needs.
+Importing it changes nothing in the process. Call :func:`setup` first, before
+TensorFlow: it sets ``TF_USE_LEGACY_KERAS=1`` (so that ``tf.keras`` is Keras 2,
+which ``tensorflow-model-optimization`` needs) and loads Triton before
+TensorFlow can (see ``course_lib._env``). :func:`import_tensorflow` does the
+same for code that needs TensorFlow without calling :func:`setup`.
 """
 
 from __future__ import annotations
@@ -16,45 +18,17 @@ import logging
 import os
 import random
 import sys
-import warnings
+from importlib import metadata
+from types import ModuleType
 from typing import Any
 
-# Must happen before TensorFlow is imported anywhere in the process: tfmot
-# only accepts Keras 2 models, and TF picks its Keras at first import.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-# 2 = hide TensorFlow's INFO and WARNING lines from its C++ core.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from course_lib import _env
+from course_lib._util import quiet_native_stderr
 
-
-def _preload_triton() -> None:
-    """Load Triton's native library before TensorFlow can be loaded.
-
-    Measured here (torch 2.14.1, TF 2.21.0): once TensorFlow is loaded,
-    importing Triton segfaults (both bundle LLVM), and PyTorch imports Triton
-    lazily on the first optimizer step — so training a PyTorch model after
-    ``import tensorflow`` killed the process. Loading Triton first avoids the
-    clash; it costs about 0.1 s. Without Triton (e.g. a CPU-only torch
-    build) there is nothing to clash with.
-    """
-    if "triton" in sys.modules:
-        return
-    if "tensorflow" in sys.modules:
-        warnings.warn(
-            "TensorFlow was imported before course_lib: a PyTorch optimizer step may now crash the process "
-            "(Triton and TensorFlow clash). Restart and import course_lib first.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        pass
-
-
-_preload_triton()
-
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("course_lib")  # defined once, in pyproject.toml
+except metadata.PackageNotFoundError:  # a checkout on sys.path that was never installed
+    __version__ = "0+unknown"
 
 _STATE: dict[str, Any] = {"seed": None, "threads": None}
 
@@ -62,6 +36,8 @@ _STATE: dict[str, Any] = {"seed": None, "threads": None}
 def setup(seed: int = 0, threads: int | None = None, quiet: bool = True) -> dict[str, Any]:
     """Make a notebook or script reproducible and its logs readable.
 
+    Applies the course's environment policy first (``TF_USE_LEGACY_KERAS=1``,
+    quiet TF C++ logs, Triton loaded before TensorFlow: see ``course_lib._env``).
     Seeds Python's ``random``, NumPy and PyTorch (and TensorFlow: now if it is
     already imported, otherwise when ``course_lib`` imports it for you through
     :func:`import_tensorflow`), sets the number of CPU threads PyTorch uses,
@@ -78,22 +54,18 @@ def setup(seed: int = 0, threads: int | None = None, quiet: bool = True) -> dict
     Returns:
         What was set, to print at the top of a notebook.
     """
-    if not isinstance(seed, int) or seed < 0:
+    # bool is an int subclass: setup(threads=True) would silently mean one thread.
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer (a count of CPU threads) or None, got {threads!r}")
+    if not isinstance(quiet, bool):
+        raise ValueError(f"quiet must be True or False, got {quiet!r}")
+
+    _env.prepare_process()  # before numpy/torch: the Triton preload must precede any TensorFlow import
 
     import numpy as np
     import torch
-
-    if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-        warnings.warn(
-            "TensorFlow was imported before course_lib set TF_USE_LEGACY_KERAS=1; "
-            "tensorflow-model-optimization will reject its Keras 3 models. "
-            "Restart the kernel and import course_lib first.",
-            stacklevel=2,
-        )
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
     random.seed(seed)
     np.random.seed(seed)
@@ -125,7 +97,7 @@ def setup(seed: int = 0, threads: int | None = None, quiet: bool = True) -> dict
     }
 
 
-def _configure_tensorflow(tf: Any) -> None:
+def _configure_tensorflow(tf: ModuleType) -> None:
     """Apply the seed and thread count recorded by :func:`setup` to TensorFlow."""
     seed = _STATE["seed"]
     if seed is not None:
@@ -141,19 +113,20 @@ def _configure_tensorflow(tf: Any) -> None:
     tf.get_logger().setLevel(logging.ERROR)
 
 
-def import_tensorflow() -> Any:
+def import_tensorflow() -> ModuleType:
     """Import TensorFlow with Keras 2 selected, seeded as :func:`setup` asked.
 
-    Use this (or import ``course_lib`` first) rather than a bare
-    ``import tensorflow``: the Keras version is fixed at TF's first import.
+    Use this (or call :func:`setup` first) rather than a bare
+    ``import tensorflow``: the Keras version is fixed at TF's first import,
+    and Triton must be loaded before it.
     """
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    _env.prepare_process()
     first_import = "tensorflow" not in sys.modules
     if first_import:
         # absl logs a few lines (CUDA probing, CPU flags) straight to file
         # descriptor 2 before TF_CPP_MIN_LOG_LEVEL applies; they would land in
         # every notebook's output. Silence fd 2 while TF loads and probes devices.
-        with _stderr_silenced():
+        with quiet_native_stderr():
             import tensorflow as tf
 
             tf.config.list_physical_devices()
@@ -163,29 +136,7 @@ def import_tensorflow() -> Any:
     return tf
 
 
-class _stderr_silenced:
-    """Silence standard error for a ``with`` block: file descriptor 2 (C++ logs) and ``sys.stderr``.
+#: Deprecated alias of :func:`quiet_native_stderr`, kept for callers that still import the private name.
+_stderr_silenced = quiet_native_stderr
 
-    Both are needed: native libraries write to the descriptor, while some
-    bindings (ExecuTorch's) write through Python's ``sys.stderr``, which a
-    Jupyter kernel replaces by its own stream.
-    """
-
-    def __enter__(self) -> None:
-        import io
-
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-        self._python_stderr = sys.stderr
-        sys.stderr = io.StringIO()
-
-    def __exit__(self, *exc: Any) -> None:
-        sys.stderr = self._python_stderr
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-
-
-__all__ = ["setup", "import_tensorflow", "__version__"]
+__all__ = ["setup", "import_tensorflow", "quiet_native_stderr", "__version__"]

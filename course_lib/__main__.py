@@ -4,4 +4,4 @@ import sys
 
 from course_lib.cli import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m course_lib"))

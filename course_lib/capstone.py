@@ -40,7 +40,7 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from torch import nn
 
 from course_lib import data, deploy, prune, runtimes, stats, train
 from course_lib.models.cnn import SmallCNN
+from course_lib.repo import library_root
 from course_lib.report import Record
 
 #: Steps of the pipeline, in order.

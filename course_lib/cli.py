@@ -1,4 +1,4 @@
-"""``python -m course_lib <command>``: the course's command line.
+"""``course-lib <command>`` (or ``python -m course_lib <command>``): the course's command line.
 
 * ``doctor`` - versions, CPU, threads, and which runtimes import here;
 * ``run [NOTEBOOK ...]`` - execute lecture notebooks headless, in order, with a
@@ -9,20 +9,33 @@
 * ``report`` - the capstone's measured pipeline end to end, without the
   notebook: ``results/summary.json`` / ``summary.md`` / ``tradeoffs.png``
   and the README's results table rendered from that JSON.
+
+Commands that read or write the course's folders work on the checkout found
+from the current directory, or the one given with ``--repo DIR``
+(:mod:`course_lib.repo`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import platform
 import re
 import sys
 import time
+import warnings
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+import course_lib
+from course_lib import _env
+from course_lib._util import quiet_native_stderr
+from course_lib.repo import NotACourseCheckout, find_repo
 
 #: (distribution on PyPI, module to import) for every runtime the course uses.
 RUNTIMES = [
@@ -45,10 +58,13 @@ RUNTIMES = [
     ("nbgrader", "nbgrader"),
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-SOLUTION_DIR = REPO_ROOT / "solutions"
-EXERCISE_DIR = REPO_ROOT / "exercises"
+#: The ``--repo`` option of this invocation (None: search from the current directory).
+_repo_option: str | None = None
+
+
+def repository() -> Path:
+    """The course checkout this command works on (raises :class:`NotACourseCheckout` with a clear message)."""
+    return find_repo(_repo_option)
 
 
 def _cpu_name() -> str:
@@ -60,6 +76,23 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    """Keep an import's log lines (TF's cudart_stub, torch's _pytree notice, setuptools) out of the table.
+
+    A failing import still raises, and the table shows its message.
+    """
+    pytree = logging.getLogger("torch.utils._pytree")
+    level = pytree.level
+    pytree.setLevel(logging.ERROR)
+    try:
+        with quiet_native_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pytree.setLevel(level)
 
 
 def doctor(check_imports: bool = True) -> int:
@@ -77,6 +110,8 @@ def doctor(check_imports: bool = True) -> int:
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "TF_USE_LEGACY_KERAS", "CUDA_VISIBLE_DEVICES") if k in os.environ}
     print(f"environment {env or '(no thread or Keras variables set)'}")
     print()
+    if check_imports:
+        _env.prepare_process()  # import TensorFlow the way the course does (Keras 2, Triton first)
     missing = 0
     print(f"{'package':32} {'version':14} {'import':8} seconds")
     for dist, module in RUNTIMES:
@@ -88,7 +123,8 @@ def doctor(check_imports: bool = True) -> int:
         if check_imports:
             start = time.perf_counter()
             try:
-                importlib.import_module(module)
+                with _quiet_import():
+                    importlib.import_module(module)
                 status = "ok"
             except Exception as exc:  # report, do not crash: the point is to see every problem at once
                 status = f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -110,17 +146,24 @@ def run_notebooks(paths: Sequence[str], output_dir: str | None, inplace: bool, t
     from nbclient import NotebookClient
     from tqdm import tqdm
 
-    notebooks = [Path(p) for p in paths] if paths else sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-    missing = [p for p in notebooks if not p.is_file()]
-    if missing:
-        print(f"error: notebook not found: {', '.join(map(str, missing))}", file=sys.stderr)
-        return 2
-    if not notebooks:
-        print(f"error: no notebooks in {NOTEBOOK_DIR}", file=sys.stderr)
-        return 2
-    out_dir = Path(output_dir) if output_dir else REPO_ROOT / "build" / "executed"
+    if paths:
+        notebooks = [Path(p) for p in paths]
+        missing = [p for p in notebooks if not p.is_file()]
+        if missing:
+            print(f"error: notebook not found: {', '.join(map(str, missing))}", file=sys.stderr)
+            return 2
+    else:
+        notebooks = sorted((repository() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        if not notebooks:
+            print(f"error: no notebooks in {repository() / 'notebooks'}", file=sys.stderr)
+            return 2
+    out_dir = Path(output_dir) if output_dir else Path("build/executed") if inplace else repository() / "build" / "executed"
     if not inplace:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: cannot create --output-dir {out_dir}: {exc.strerror}", file=sys.stderr)
+            return 2
     results = []
     bar = tqdm(notebooks, desc="notebooks", unit="nb")
     for path in bar:
@@ -152,7 +195,9 @@ def release_command(check: bool) -> int:
     """Generate exercises/ from solutions/ (or only check that it is up to date)."""
     from course_lib.grading.release import release
 
-    problems = release(SOLUTION_DIR, EXERCISE_DIR, check_only=check)
+    repo = repository()
+    solution_dir, exercise_dir = repo / "solutions", repo / "exercises"
+    problems = release(solution_dir, exercise_dir, check_only=check)
     if check:
         if problems:
             print("exercises/ is out of date:\n  " + "\n  ".join(problems) + "\nRun `make exercises`.", file=sys.stderr)
@@ -161,7 +206,7 @@ def release_command(check: bool) -> int:
         return 0
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    print(f"wrote {len(list(SOLUTION_DIR.glob('*.ipynb')))} exercise notebook(s) into {EXERCISE_DIR}")
+    print(f"wrote {len(list(solution_dir.glob('*.ipynb')))} exercise notebook(s) into {exercise_dir}")
     return 0
 
 
@@ -196,7 +241,7 @@ def grade_command(
         return 2
     if source is None:
         try:
-            sources = {grader.default_source_for(path, SOLUTION_DIR) for _, path in submissions}
+            sources = {grader.default_source_for(path, repository() / "solutions") for _, path in submissions}
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -255,14 +300,19 @@ def machine_summary() -> dict[str, Any]:
 
 def _results_dir(out: str | None) -> tuple[Path, bool]:
     """The folder results go to, and whether it is the repository's ``results/`` (the README table's source)."""
-    out_dir = Path(out) if out else REPO_ROOT / "results"
-    return out_dir, out_dir.resolve() == (REPO_ROOT / "results").resolve()
+    if out is None:
+        return repository() / "results", True
+    try:
+        into_repository = Path(out).resolve() == (repository() / "results").resolve()
+    except NotACourseCheckout:  # --out elsewhere works without a checkout
+        into_repository = False
+    return Path(out), into_repository
 
 
 def _refresh_readme(results: dict[str, Any]) -> None:
     from course_lib import capstone
 
-    changed = capstone.update_readme(REPO_ROOT / "README.md", results)
+    changed = capstone.update_readme(repository() / "README.md", results)
     print(f"README.md: results table {'updated' if changed else 'already up to date'}")
 
 
@@ -296,16 +346,19 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
 
     from tqdm import tqdm
 
-    import course_lib as cl
-
+    out_dir, into_repository = _results_dir(out)
+    try:  # fail now, not after a minute of training
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create the results folder {out_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     stages = ["train the baseline", "export the baseline", "train the half-width design", "export the design",
               "prune and fine-tune", "quantize and export", "measure every step"]
     start = time.perf_counter()
-    cl.setup(seed=0, threads=2)
-    cl.import_tensorflow()  # after course_lib (see README, Troubleshooting); the LiteRT files need the Keras twin
+    course_lib.setup(seed=0, threads=2)
+    course_lib.import_tensorflow()  # after course_lib (see README, Troubleshooting); the LiteRT files need the Keras twin
     from course_lib import capstone, data
 
-    out_dir, into_repository = _results_dir(out)
     work = out_dir / "artefacts" if keep_artefacts else Path(tempfile.mkdtemp(prefix="capstone-"))
     bar = tqdm(total=len(stages) + 1, desc="capstone", unit="stage")
 
@@ -352,21 +405,57 @@ def supernet_command(out: str | None, epochs: int, threads: int) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_lib", description="Lightweight DL course tools.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _grade(args: argparse.Namespace) -> int:
+    if (args.jobs is not None and args.jobs < 1) or args.timeout <= 0 or args.memory_mb < 256:
+        args.parser.error("--jobs must be ≥ 1, --timeout > 0 and --memory-mb ≥ 256")
+    if args.jobs is not None and args.scheduler:
+        args.parser.error("--jobs is for grading on this machine; with --scheduler, the cluster's workers set it")
+    if args.scheduler and not re.fullmatch(r"(tcp|tls)://[^/\s]+:\d+", args.scheduler):
+        args.parser.error(f"--scheduler must look like tcp://HOST:PORT, got {args.scheduler!r}")
+    try:
+        return grade_command(args.paths, args.source, args.out, args.jobs or 1, args.timeout, args.memory_mb,
+                             canary=not args.no_canary, scheduler=args.scheduler, unsafe_same_user=args.unsafe_same_user)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _supernet(args: argparse.Namespace) -> int:
+    if args.epochs < 1 or args.threads < 1:
+        args.parser.error("--epochs and --threads must be ≥ 1")
+    return supernet_command(args.out, args.epochs, args.threads)
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.render_only:
+        if args.keep_artefacts:
+            args.parser.error("--render-only measures nothing, so there are no artefacts to --keep-artefacts")
+        return render_command(args.out)
+    return report_command(args.out, args.keep_artefacts)
+
+
+def build_parser(prog: str = "course-lib") -> argparse.ArgumentParser:
+    """The command line: one sub-parser per command, each with the function that runs it (``func``)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Lightweight DL course tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {course_lib.__version__}")
+    parser.add_argument("--repo", metavar="DIR",
+                        help="the course checkout to work on (default: the one holding the current directory)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p_doc = sub.add_parser("doctor", help="versions, CPU, threads, and which runtimes import")
     p_doc.add_argument("--quick", action="store_true", help="list versions without importing (a few seconds instead of ~30)")
+    p_doc.set_defaults(func=lambda args: doctor(check_imports=not args.quick))
 
     p_run = sub.add_parser("run", help="execute lecture notebooks headless, in order")
     p_run.add_argument("notebooks", nargs="*", help="notebooks to run (default: every notebooks/NN_*.ipynb)")
     p_run.add_argument("--output-dir", help="where executed copies go (default: build/executed)")
     p_run.add_argument("--inplace", action="store_true", help="overwrite the notebooks with their new outputs")
     p_run.add_argument("--timeout", type=int, default=600, help="seconds one cell may take (default 600)")
+    p_run.set_defaults(func=lambda args: run_notebooks(args.notebooks, args.output_dir, args.inplace, args.timeout))
 
     p_rel = sub.add_parser("release", help="generate exercises/ from solutions/")
     p_rel.add_argument("--check", action="store_true", help="only check that exercises/ is up to date")
+    p_rel.set_defaults(func=lambda args: release_command(args.check))
 
     p_grade = sub.add_parser("grade", help="grade submissions (files or folders) in sandboxed processes")
     p_grade.add_argument("paths", nargs="+", help="submission notebooks, or folders of them (student/NN.ipynb or student.ipynb)")
@@ -383,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_grade.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                          help="grade on a Dask cluster (workers started with the course's environment) instead of "
                               "--jobs local processes")
+    p_grade.set_defaults(func=_grade, parser=p_grade)
 
     p_rep = sub.add_parser("report", help="run the capstone pipeline headless; write results/ (table, JSON, plot)")
     p_rep.add_argument("--out", help="folder for summary.json, summary.md, tradeoffs.png (default: the repository's "
@@ -390,39 +480,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("--render-only", action="store_true",
                        help="measure nothing: re-render summary.md and the README table from the existing summary.json")
     p_rep.add_argument("--keep-artefacts", action="store_true", help="keep the .pte/.onnx/.tflite files in OUT/artefacts")
+    p_rep.set_defaults(func=_report, parser=p_rep)
 
     p_sup = sub.add_parser("supernet", help="train the architecture search lecture's supernet and save it (a few minutes)")
     p_sup.add_argument("--out", help="checkpoint path (default: course_lib/assets/supernet_digits.pt, which the lecture loads)")
     p_sup.add_argument("--epochs", type=int, default=12, help="sandwich-rule epochs (default 12)")
     p_sup.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1: the saved file is then bit-reproducible)")
+    p_sup.set_defaults(func=_supernet, parser=p_sup)
+    return parser
 
-    args = parser.parse_args(argv)
-    if args.command == "supernet":
-        if args.epochs < 1 or args.threads < 1:
-            parser.error("--epochs and --threads must be ≥ 1")
-        return supernet_command(args.out, args.epochs, args.threads)
-    if args.command == "doctor":
-        return doctor(check_imports=not args.quick)
-    if args.command == "run":
-        return run_notebooks(args.notebooks, args.output_dir, args.inplace, args.timeout)
-    if args.command == "release":
-        return release_command(args.check)
-    if args.command == "grade":
-        if (args.jobs is not None and args.jobs < 1) or args.timeout <= 0 or args.memory_mb < 256:
-            parser.error("--jobs must be ≥ 1, --timeout > 0 and --memory-mb ≥ 256")
-        if args.jobs is not None and args.scheduler:
-            parser.error("--jobs is for grading on this machine; with --scheduler, the cluster's workers set it")
-        if args.scheduler and not re.fullmatch(r"(tcp|tls)://[^/\s]+:\d+", args.scheduler):
-            parser.error(f"--scheduler must look like tcp://HOST:PORT, got {args.scheduler!r}")
-        return grade_command(args.paths, args.source, args.out, args.jobs or 1, args.timeout, args.memory_mb,
-                             canary=not args.no_canary, scheduler=args.scheduler,
-                             unsafe_same_user=args.unsafe_same_user)
-    if args.command == "report":
-        if args.render_only:
-            return render_command(args.out)
-        return report_command(args.out, args.keep_artefacts)
-    parser.error(f"unknown command {args.command}")
-    return 2
+
+def main(argv: Sequence[str] | None = None, prog: str = "course-lib") -> int:
+    """Run one command; return its exit code (0 ok, 1 failures found, 2 usage or missing input)."""
+    global _repo_option
+    args = build_parser(prog).parse_args(argv)
+    _repo_option = args.repo
+    try:
+        return int(args.func(args))
+    except NotACourseCheckout as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from course_lib import import_tensorflow
+
 #: Sizes of the fixed digits split (train, val, test); they add up to 1,797.
 DIGITS_SPLIT = (1167, 180, 450)
 
@@ -48,7 +50,7 @@ class Split:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one sample."""
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        return tuple(self.x_train.shape[1:])
 
     def sizes(self) -> dict[str, int]:
         """Number of samples in each part."""
@@ -56,6 +58,11 @@ class Split:
 
     def nhwc(self, part: str) -> np.ndarray:
         """The images of ``part`` ('train', 'val' or 'test') as ``N × H × W × C`` for Keras."""
+        if not isinstance(part, str):  # e.g. nhwc(split.x_test): `in` on an array fails with NumPy's "truth value" error
+            raise TypeError(
+                f"nhwc takes the name of a part ('train', 'val' or 'test'), got {type(part).__name__}; "
+                "to transpose an array of N × C × H × W images use array.transpose(0, 2, 3, 1)"
+            )
         if part not in ("train", "val", "test"):
             raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
         return np.ascontiguousarray(getattr(self, f"x_{part}").transpose(0, 2, 3, 1))
@@ -288,8 +295,6 @@ def torch_loaders(split: Split, batch_size: int = 64, seed: int = 0) -> dict[str
 
 def tf_datasets(split: Split, batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
     """``tf.data`` datasets (NHWC) of the same arrays: 'train' shuffled with a seed, 'val', 'test'."""
-    from course_lib import import_tensorflow
-
     tf = import_tensorflow()
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
@@ -297,7 +302,7 @@ def tf_datasets(split: Split, batch_size: int = 64, seed: int = 0) -> dict[str, 
     for part in ("train", "val", "test"):
         ds = tf.data.Dataset.from_tensor_slices((split.nhwc(part), getattr(split, f"y_{part}")))
         if part == "train":
-            ds = ds.shuffle(len(getattr(split, "y_train")), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(len(split.y_train), seed=seed, reshuffle_each_iteration=True)
         out[part] = ds.batch(batch_size)
     return out
 

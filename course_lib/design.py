@@ -9,7 +9,8 @@ the most accurate candidate whose costs all stay within a budget.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

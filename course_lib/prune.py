@@ -18,12 +18,23 @@ wrappers around ``tensorflow_model_optimization.sparsity.keras``.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterable, Sequence
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
+
+from course_lib import import_tensorflow, measure
+from course_lib.train import evaluate, fit
+
+if TYPE_CHECKING:  # heavy: imported where used
+    import pandas as pd
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
@@ -60,10 +71,12 @@ def prunable_layers(model: nn.Module, types: tuple[type[nn.Module], ...] = PRUNA
 
 def _weight(module: nn.Module) -> torch.Tensor:
     # After prune.* the forward pass uses module.weight = weight_orig * weight_mask.
-    return module.weight.detach()
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)  # PRUNABLE layers only
+    return weight.detach()
 
 
-def sparsity_report(model: nn.Module) -> Any:
+def sparsity_report(model: nn.Module) -> pd.DataFrame:
     """A pandas table: one row per conv/linear weight (params, zeros, sparsity) and a ``total`` row.
 
     Reads the weight the forward pass uses, so it is right before and after
@@ -97,6 +110,22 @@ def is_pruned(model: nn.Module) -> bool:
 # --- masking with torch.nn.utils.prune -------------------------------------------------------
 
 
+def _check_fraction(amount: float) -> float:
+    """``amount`` as the fraction it must be here; torch would read an int as a *count* of weights.
+
+    ``prune_global(model, amount=80)`` meant 80 % but would prune 80 weights
+    without a word, so integers (and bools) are refused with that explanation.
+    """
+    if isinstance(amount, numbers.Integral):  # bool included
+        raise ValueError(
+            f"amount must be a fraction between 0 and 1 (e.g. 0.8 for 80 %), got the integer {amount!r}; "
+            "torch.nn.utils.prune would read an integer as a count of weights"
+        )
+    if not isinstance(amount, numbers.Real) or math.isnan(amount) or not 0.0 <= amount <= 1.0:
+        raise ValueError(f"amount must be a fraction between 0 and 1 (e.g. 0.8 for 80 %), got {amount!r}")
+    return float(amount)
+
+
 def prune_global(model: nn.Module, amount: float, method: type = prune.L1Unstructured) -> nn.Module:
     """Prune ``amount`` of *all* conv/linear weights together, smallest magnitude first.
 
@@ -104,6 +133,7 @@ def prune_global(model: nn.Module, amount: float, method: type = prune.L1Unstruc
     of them. Applied again, ``amount`` is a fraction of the weights still
     unpruned (that is how ``torch.nn.utils.prune`` composes masks).
     """
+    amount = _check_fraction(amount)
     params = [(m, "weight") for _, m in prunable_layers(model)]
     prune.global_unstructured(params, pruning_method=method, amount=amount)
     return model
@@ -115,6 +145,7 @@ def prune_layerwise(model: nn.Module, amount: float, structured: bool = False, n
     Structured (``ln_structured``, ``dim=0``) zeroes whole filters but does not
     remove them: shapes stay, so this is still masking.
     """
+    amount = _check_fraction(amount)
     for _, module in prunable_layers(model):
         if structured:
             prune.ln_structured(module, "weight", amount=amount, n=n, dim=0)
@@ -142,7 +173,7 @@ def sensitivity_scan(
     score: Callable[[nn.Module], float],
     sparsities: Sequence[float] = (0.5, 0.7, 0.9),
     layers: Iterable[str] | None = None,
-) -> Any:
+) -> pd.DataFrame:
     """Prune one layer at a time (L1 unstructured) and score the model: which layers tolerate pruning?
 
     Args:
@@ -166,7 +197,7 @@ def sensitivity_scan(
         names = wanted
     rows = []
     for name in names:
-        row: dict[str, Any] = {"layer": name, "params": model.get_submodule(name).weight.numel()}
+        row: dict[str, Any] = {"layer": name, "params": _weight(model.get_submodule(name)).numel()}
         for sparsity in sparsities:
             trial = copy.deepcopy(model)
             prune.l1_unstructured(trial.get_submodule(name), "weight", amount=sparsity)
@@ -206,8 +237,6 @@ def prune_and_finetune(
     the end. Returns one row per step: ``sparsity``, ``top1`` before and after
     fine-tuning, measured on ``val_loader``.
     """
-    from course_lib.train import evaluate, fit
-
     history = []
     done = 0.0
     for cumulative in sparsity_steps(target, steps):
@@ -250,6 +279,9 @@ def channel_prune(
         raise ValueError(f"ratio must be between 0 and 1 (exclusive), got {ratio}")
     target = model if inplace else copy.deepcopy(model)
     target.eval()
+    example_input = torch.as_tensor(example_input)
+    with torch.no_grad():  # a wrong input shape fails here naming the first layer, not deep in torch-pruning's tracer
+        measure.run_model(target, example_input)
     if ignored_layers is None:
         last_linear = [m for m in target.modules() if isinstance(m, nn.Linear)][-1:]
         ignored_layers = last_linear
@@ -277,7 +309,7 @@ def channel_prune(
 
 def keras_pruning_schedule(
     target: float, end_step: int, begin_step: int = 0, initial: float = 0.0, frequency: int | None = None
-) -> Any:
+) -> tfmot.sparsity.keras.PolynomialDecay:
     """tfmot's ``PolynomialDecay``: sparsity rises from ``initial`` to ``target`` between the two steps.
 
     The curve is ``target + (initial - target) · (1 - progress)³``: fast pruning
@@ -296,8 +328,6 @@ def keras_pruning_schedule(
         frequency = max(1, (end_step - begin_step) // 10)
     import tensorflow_model_optimization as tfmot
 
-    from course_lib import import_tensorflow
-
     import_tensorflow()
     return tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=initial, final_sparsity=target, begin_step=begin_step, end_step=end_step, frequency=frequency
@@ -305,13 +335,13 @@ def keras_pruning_schedule(
 
 
 def keras_prune(
-    model: Any,
+    model: tf_keras.Model,
     target: float,
     end_step: int,
     begin_step: int = 0,
     frequency: int | None = None,
     layers: Sequence[str] | None = None,
-) -> Any:
+) -> tf_keras.Model:
     """Wrap the prunable layers of a Keras 2 (tf_keras) model with ``prune_low_magnitude``.
 
     Each wrapped layer is pruned to ``target`` on its own (tfmot's pruning is
@@ -321,8 +351,6 @@ def keras_prune(
     from :func:`keras_pruning_callbacks`, then call :func:`keras_strip`.
     """
     import tensorflow_model_optimization as tfmot
-
-    from course_lib import import_tensorflow
 
     tf = import_tensorflow()
     sparsity = tfmot.sparsity.keras
@@ -360,7 +388,7 @@ def keras_pruning_callbacks(log_dir: str | None = None) -> list[Any]:
     return callbacks
 
 
-def keras_strip(model: Any) -> Any:
+def keras_strip(model: tf_keras.Model) -> tf_keras.Model:
     """``strip_pruning``: remove the wrappers and their masks, leaving plain layers with zeros in the kernels."""
     import tensorflow_model_optimization as tfmot
 
@@ -390,7 +418,7 @@ def keras_predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarra
     return np.concatenate([np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)])
 
 
-def keras_sparsity_report(model: Any) -> Any:
+def keras_sparsity_report(model: tf_keras.Model) -> pd.DataFrame:
     """A pandas table: one row per kernel of a (stripped) Keras model, and a ``total`` row."""
     import pandas as pd
 

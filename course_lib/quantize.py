@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from course_lib.measure import example_batch, set_mode
+
+if TYPE_CHECKING:  # ExecuTorch is heavy: imported where used
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
 # --- the math ---------------------------------------------------------------------------------
 
@@ -151,7 +157,7 @@ def dynamic_quantize_torchao(model: nn.Module) -> nn.Module:
 # --- PT2E static quantization and QAT -------------------------------------------------------------
 
 
-def xnnpack_quantizer(per_channel: bool = True, weight_bits: int = 8, qat: bool = False) -> Any:
+def xnnpack_quantizer(per_channel: bool = True, weight_bits: int = 8, qat: bool = False) -> XNNPACKQuantizer:
     """ExecuTorch's ``XNNPACKQuantizer``: int8 activations, ``weight_bits``-bit symmetric weights.
 
     Weights below 8 bits are *simulated* (int8 storage with a narrower range):
@@ -178,8 +184,6 @@ def export_for_quantization(model: nn.Module, example: torch.Tensor, dynamic_bat
     Export with an example batch of at least 2: a batch-1 export fixes the batch
     size, and later calibration or evaluation batches then fail a shape guard.
     """
-    from course_lib.measure import example_batch
-
     example = example_batch(example, dynamic_batch)
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     return torch.export.export(model, (example,), dynamic_shapes=shapes).module()
@@ -201,8 +205,6 @@ def pt2e_prepare(
 @torch.no_grad()
 def calibrate(prepared: nn.Module, batches: Iterable[Any], max_batches: int | None = None) -> int:
     """Run ``batches`` (tensors or ``(x, y)`` pairs) through a prepared model so its observers see the ranges."""
-    from course_lib.measure import set_mode
-
     set_mode(prepared, False)
     seen = 0
     for batch in batches:
@@ -219,8 +221,6 @@ def calibrate(prepared: nn.Module, batches: Iterable[Any], max_batches: int | No
 def pt2e_convert(prepared: nn.Module) -> nn.Module:
     """``convert_pt2e``: replace observers by quantize / dequantize nodes around int8 weights."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-    from course_lib.measure import set_mode
 
     set_mode(prepared, False)
     return convert_pt2e(prepared)

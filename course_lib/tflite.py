@@ -15,8 +15,9 @@ Precisions (``mode``), as in TensorFlow's post-training quantization guide:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from course_lib.measure import set_mode
+from course_lib.measure import set_mode, topk_accuracy
 
 
 @dataclass
@@ -140,8 +141,6 @@ def predict_logits(model: nn.Module, data: Iterable[Any] | np.ndarray | torch.Te
 
 def evaluate(model: nn.Module, loader: Iterable[Any], topk: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Top-k accuracy and mean cross-entropy of ``model`` over ``loader``."""
-    from course_lib.measure import topk_accuracy
-
     logits, labels = [], []
     set_mode(model, False)
     with torch.inference_mode():

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import course_lib  # noqa: F401  (first: loads Triton before any test imports TensorFlow)
 import pytest
 import torch
 
+import course_lib
+
+# Before any test imports TensorFlow (tfmot, tf_keras or the library): Keras 2 selected, Triton loaded first.
+course_lib.setup(seed=0)
+
 # Test fixtures that are notebooks (student submissions, hostile notebooks) must not be run by nbval.
 collect_ignore_glob = ["fixtures/*", "**/fixtures/*"]
+
+# Files whose every test exports models, runs graders or pipelines in child processes (tens of seconds each).
+SLOW_FILES = {"test_grading.py", "test_capstone.py", "test_onnx_io.py", "test_tflite.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark those files, and every test that trains the shared CNN, ``slow`` (``make test-fast`` skips them)."""
+    for item in items:
+        if item.path.name in SLOW_FILES or "trained_cnn" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ def test_digits_split_is_fixed_and_disjoint(digits):
     assert digits.sizes() == {"train": 1167, "val": 180, "test": 450}
     assert digits.input_shape == (1, 8, 8)
     assert digits.x_train.dtype == np.float32 and digits.y_train.dtype == np.int64
-    assert 0.0 <= digits.x_train.min() and digits.x_train.max() <= 1.0
+    assert digits.x_train.min() >= 0.0 and digits.x_train.max() <= 1.0
     again = data.load_digits()
     np.testing.assert_array_equal(again.x_test, digits.x_test)
     # no image appears in two parts
@@ -34,6 +34,8 @@ def test_bad_arguments_give_clear_errors(digits):
         data.load_digits(image_size=10)
     with pytest.raises(ValueError, match="part must be"):
         digits.nhwc("validation")
+    with pytest.raises(TypeError, match="nhwc takes the name of a part .* got ndarray"):
+        digits.nhwc(digits.x_test)  # the array instead of its name: said plainly, not NumPy's "truth value" error
     with pytest.raises(ValueError, match="batch_size"):
         data.torch_loaders(digits, batch_size=0)
     with pytest.raises(ValueError, match="N × C × H × W"):
@@ -48,6 +50,7 @@ def test_torch_loaders_shuffle_reproducibly(digits):
     assert test_batch.tolist() == digits.y_test[:32].tolist()  # test order is never shuffled
 
 
+@pytest.mark.slow
 def test_tf_datasets_hold_the_same_arrays(digits):
     ds = data.tf_datasets(digits, batch_size=450)["test"]
     x, y = next(iter(ds))
@@ -65,7 +68,9 @@ def write_idx(path, array, gz=False):
     codes = {np.uint8: 0x08}
     header = bytes([0, 0, codes[array.dtype.type], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.tobytes()
-    (gzip.open if gz else open)(path, "wb").write(payload)
+    # Closed explicitly: from Python 3.12 GzipFile buffers writes, and an unclosed one left a truncated file.
+    with (gzip.open if gz else open)(path, "wb") as fh:
+        fh.write(payload)
 
 
 @pytest.mark.parametrize("gz", [False, True])

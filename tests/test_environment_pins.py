@@ -66,11 +66,20 @@ def test_environment_yml_pins_match_constraints():
         )
 
 
-def test_python_version_agrees():
+SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
+
+
+def test_python_versions_agree():
+    """pyproject admits exactly the versions the Makefile looks for; conda/Binder and CI use the first."""
+    from packaging.specifiers import SpecifierSet
+
     env = (ROOT / "environment.yml").read_text()
-    assert re.search(r"^\s*- python=3\.11\s*$", env, re.M), "environment.yml must pin python=3.11"
-    assert pyproject()["project"]["requires-python"] == ">=3.11,<3.12"
-    assert "python3.11" in (ROOT / "Makefile").read_text()
+    assert re.search(r"^\s*- python=3\.11\s*$", env, re.M), "environment.yml must pin python=3.11 (CI's version)"
+    requires = SpecifierSet(pyproject()["project"]["requires-python"])
+    admitted = [f"3.{minor}" for minor in range(8, 16) if f"3.{minor}.0" in requires]
+    assert tuple(admitted) == SUPPORTED_PYTHONS, f"requires-python admits {admitted}"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^SUPPORTED_PYTHONS := " + " ".join(f"python{v}" for v in SUPPORTED_PYTHONS) + "$", makefile, re.M)
 
 
 def test_key_versions_are_the_ones_the_course_teaches():

@@ -8,7 +8,6 @@ from torch import nn
 
 from course_lib import measure, models
 
-
 # --- agreement with independent counts (published figures for torchvision models) ---------------
 
 @pytest.mark.parametrize(

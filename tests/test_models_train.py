@@ -6,6 +6,7 @@ from course_lib import data, measure, models, train
 from course_lib.models.keras_twin import copy_weights_from_torch, small_cnn_keras
 
 
+@pytest.mark.slow
 def test_cnn_param_count_matches_its_keras_twin():
     torch_model = models.small_cnn()
     keras_model = small_cnn_keras()
@@ -14,6 +15,7 @@ def test_cnn_param_count_matches_its_keras_twin():
 
 
 @pytest.mark.parametrize("size", [8, 16])
+@pytest.mark.slow
 def test_keras_twin_computes_the_same_function_after_copying_weights(size):
     torch_model = models.small_cnn(image_size=size, seed=3)
     keras_model = copy_weights_from_torch(torch_model, small_cnn_keras(image_size=size))
@@ -31,17 +33,20 @@ def test_wrong_input_shape_names_the_expected_shape():
         models.SmallCNN(image_size=7)
 
 
+@pytest.mark.slow
 def test_copy_weights_rejects_mismatched_twins():
     with pytest.raises(ValueError, match="same image_size"):
         copy_weights_from_torch(models.small_cnn(image_size=8), small_cnn_keras(image_size=16))
 
 
+@pytest.mark.slow
 def test_fit_learns_digits(trained_cnn, digits):
     result = train.evaluate(trained_cnn, data.torch_loaders(digits)["test"])
     assert result["top1"] > 0.93
     assert result["top5"] >= result["top1"]
 
 
+@pytest.mark.slow
 def test_fit_is_deterministic_for_a_fixed_seed_and_thread_count(digits):
     small = data.Split("part", digits.x_train[:256], digits.y_train[:256], digits.x_val, digits.y_val,
                        digits.x_test, digits.y_test, 10)
@@ -54,6 +59,7 @@ def test_fit_is_deterministic_for_a_fixed_seed_and_thread_count(digits):
     assert torch.equal(weights[0], weights[1])
 
 
+@pytest.mark.slow
 def test_early_stopping_and_bad_arguments(digits):
     loaders = data.torch_loaders(digits)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
@@ -68,6 +74,7 @@ def test_early_stopping_and_bad_arguments(digits):
     assert history.stopped_early and history.epochs == 2
 
 
+@pytest.mark.slow
 def test_predict_logits_from_array_and_loader(trained_cnn, digits):
     from_array = train.predict_logits(trained_cnn, digits.x_test, batch_size=100)
     from_loader = train.predict_logits(trained_cnn, data.torch_loaders(digits, 64)["test"])

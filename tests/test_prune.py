@@ -47,6 +47,16 @@ def test_layerwise_pruning_gives_each_layer_the_same_fraction_and_structured_zer
     assert dead == 16 and conv2.shape == (64, 32, 3, 3)
 
 
+@pytest.mark.parametrize("amount", [80, True, 1.5, -0.1, float("nan"), "0.8"])
+def test_pruning_amounts_must_be_fractions(amount):
+    """torch reads an int amount as a count of weights: 80 for "80 %" would prune 80 weights silently."""
+    model = small_cnn()
+    for prune_all in (prune.prune_global, prune.prune_layerwise):
+        with pytest.raises(ValueError, match="amount must be a fraction between 0 and 1"):
+            prune_all(model, amount=amount)
+    assert prune.global_sparsity(model) == 0.0
+
+
 def test_no_prunable_layers_is_a_clear_error():
     with pytest.raises(ValueError, match="no Conv2d, Linear layers"):
         prune.sparsity_report(nn.Sequential(nn.ReLU()))
@@ -62,6 +72,7 @@ def test_sparsity_steps_reach_the_target_geometrically():
         prune.sparsity_steps(1.0, 3)
 
 
+@pytest.mark.slow
 def test_prune_and_finetune_reaches_the_target_and_keeps_accuracy(trained_cnn, digits):
     loaders = data.torch_loaders(digits)
     dense_top1 = train.evaluate(trained_cnn, loaders["test"])["top1"]
@@ -77,6 +88,7 @@ def test_prune_and_finetune_reaches_the_target_and_keeps_accuracy(trained_cnn, d
     assert dense_size.gzip_bytes / sparse_size.gzip_bytes > 3
 
 
+@pytest.mark.slow
 def test_sensitivity_scan_leaves_the_model_alone_and_names_bad_layers(trained_cnn, digits):
     before = {k: v.clone() for k, v in trained_cnn.state_dict().items()}
     x, y = torch.as_tensor(digits.x_val), digits.y_val
@@ -98,8 +110,11 @@ def test_channel_prune_really_shrinks_and_keeps_the_classifier():
     assert slim(x).shape == (1, 10)
     with pytest.raises(ValueError, match="ratio"):
         prune.channel_prune(model, x, ratio=1.0)
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 1, 8, 8\), got \(1, 3, 8, 8\)"):
+        prune.channel_prune(model, torch.zeros(1, 3, 8, 8), ratio=0.5)  # said before torch-pruning's tracer fails
 
 
+@pytest.mark.slow
 def test_channel_prune_follows_residual_connections():
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
@@ -109,6 +124,7 @@ def test_channel_prune_follows_residual_connections():
     assert measure.count_macs(slim, x) < 0.6 * measure.count_macs(model, x)
 
 
+@pytest.mark.slow
 def test_keras_pruning_schedule_prunes_to_the_target(digits):
     pytest.importorskip("tensorflow_model_optimization")
     from course_lib import import_tensorflow
@@ -137,6 +153,7 @@ def test_keras_pruning_schedule_prunes_to_the_target(digits):
         prune.keras_pruning_schedule(0.5, end_step=0)
 
 
+@pytest.mark.slow
 def test_keras_sparsity_and_predict(digits):
     pytest.importorskip("tensorflow_model_optimization")
     from course_lib.models.keras_twin import small_cnn_keras

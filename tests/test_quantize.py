@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from course_lib import data, deploy, measure, quantize, train
-from course_lib.models import small_cnn
 
 
 def test_asymmetric_int8_matches_pytorch_per_tensor():
@@ -68,7 +67,8 @@ def test_dynamic_quantization_shrinks_linear_and_ignores_relu():
     assert torch.equal(relu_only(x), model(x))
 
 
-def test_static_quantization_keeps_accuracy_and_lowers_to_a_smaller_faster_file(trained_cnn, digits, tmp_path):
+@pytest.mark.slow
+def test_static_quantization_keeps_accuracy_and_lowers_to_a_smaller_pte_that_agrees(trained_cnn, digits, tmp_path):
     loaders = data.torch_loaders(digits)
     example = torch.as_tensor(digits.x_train[:32])
     with pytest.raises(ValueError, match="at least 2"):
@@ -91,6 +91,7 @@ def test_static_quantization_keeps_accuracy_and_lowers_to_a_smaller_faster_file(
         deploy.ExecuTorchModel(tmp_path / "missing.pte")
 
 
+@pytest.mark.slow
 def test_qat_graph_trains_with_course_fit(trained_cnn, digits):
     loaders = data.torch_loaders(digits)
     example = torch.as_tensor(digits.x_train[:32])
@@ -101,6 +102,7 @@ def test_qat_graph_trains_with_course_fit(trained_cnn, digits):
     assert measure.run_model(converted, example).shape == (32, 10)  # eval() on an exported graph works
 
 
+@pytest.mark.slow
 def test_every_runtime_runs_the_same_model(trained_cnn, digits, tmp_path):
     from course_lib import report
 

@@ -93,7 +93,7 @@ def compare(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-9) -> 
             worst = float(np.nanmax(np.abs(got_arr.astype(float) - exp_arr.astype(float)))) if exp_arr.size else 0.0
             return False, f"values differ (largest difference {worst:.3g})"
         return False, f"{int(np.count_nonzero(exp_arr.astype(bool) != got_arr.astype(bool)))} entries differ"
-    if isinstance(expected, bool) or isinstance(expected, np.bool_):
+    if isinstance(expected, (bool, np.bool_)):
         if not isinstance(got, (bool, np.bool_)):
             return False, f"expected {expected}, got {_short(got)} ({type(got).__name__})"
         return (bool(got) == bool(expected)), f"expected {expected}, got {got}"

@@ -226,7 +226,7 @@ class Recorder:
 
 
 def _free_names(tree: ast.AST) -> set[str]:
-    loaded, bound = set(), set()
+    loaded, bound = set[str](), set[str]()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)

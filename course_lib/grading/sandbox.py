@@ -335,7 +335,7 @@ class StudentProcess:
     def _drain_output(self) -> None:
         """Keep the first ``output_bytes`` of the process's output, discard the rest (no pipe stalls)."""
         assert self.process is not None and self.process.stdout is not None
-        for chunk in iter(lambda: self.process.stdout.read1(65536), b""):  # type: ignore[union-attr]
+        for chunk in iter(lambda: self.process.stdout.read1(65536), b""):  # type: ignore[union-attr,attr-defined]
             room = self.limits.output_bytes - len(self.output)
             if room > 0:
                 self.output += chunk[:room]

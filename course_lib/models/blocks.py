@@ -14,6 +14,8 @@ against :mod:`course_lib.measure` on real layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -82,7 +84,7 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_skip else out
 
 
-BLOCKS = {"standard": standard_conv, "separable": DepthwiseSeparable, "inverted": InvertedResidual}
+BLOCKS: dict[str, Callable[[int, int, int], nn.Module]] = {"standard": standard_conv, "separable": DepthwiseSeparable, "inverted": InvertedResidual}
 
 
 class TinyNet(nn.Module):

@@ -7,12 +7,17 @@ be built from exactly the model that PyTorch trained.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from torch import nn
 
 from course_lib import import_tensorflow
+from course_lib.models.blocks import BLOCKS, make_divisible
 from course_lib.models.cnn import SmallCNN
+
+if TYPE_CHECKING:  # TensorFlow is heavy: imported through import_tensorflow() where used
+    import tf_keras
 
 
 def small_cnn_keras(
@@ -22,7 +27,7 @@ def small_cnn_keras(
     channels: tuple[int, int] = (32, 64),
     hidden: int = 32,
     seed: int | None = 0,
-) -> Any:
+) -> tf_keras.Model:
     """The Keras twin of :class:`course_lib.models.SmallCNN` (input ``N × H × W × C``)."""
     tf = import_tensorflow()
     if seed is not None:
@@ -43,15 +48,14 @@ def small_cnn_keras(
     )
 
 
-def copy_weights_from_torch(torch_model: SmallCNN, keras_model: Any) -> Any:
+def copy_weights_from_torch(torch_model: nn.Module, keras_model: tf_keras.Model) -> tf_keras.Model:
     """Copy a :class:`SmallCNN`'s weights into its Keras twin, in place, and return the twin.
 
     Convolution kernels go from ``out × in × kh × kw`` to ``kh × kw × in × out``;
     linear weights are transposed. The first dense layer also needs its rows
     reordered, because PyTorch flattens ``C × H × W`` and Keras ``H × W × C``.
     """
-    conv1, conv2 = torch_model.features[0], torch_model.features[2]
-    fc1, fc2 = torch_model.classifier[1], torch_model.classifier[3]
+    torch_model, conv1, conv2, fc1, fc2 = _small_cnn_layers(torch_model)
 
     def np_(t: Any) -> np.ndarray:
         return t.detach().cpu().numpy()
@@ -78,10 +82,19 @@ def copy_weights_from_torch(torch_model: SmallCNN, keras_model: Any) -> Any:
     return keras_model
 
 
-def keras_twin_of(torch_model: SmallCNN) -> Any:
+def _small_cnn_layers(model: nn.Module) -> tuple[SmallCNN, nn.Conv2d, nn.Conv2d, nn.Linear, nn.Linear]:
+    """The model as a :class:`SmallCNN` and its conv1, conv2, fc1, fc2, or a clear error for any other model."""
+    if not isinstance(model, SmallCNN):
+        raise TypeError(f"a Keras twin exists only for course_lib.models.SmallCNN, got {type(model).__name__}")
+    conv1, conv2, fc1, fc2 = model.features[0], model.features[2], model.classifier[1], model.classifier[3]
+    if not (isinstance(conv1, nn.Conv2d) and isinstance(conv2, nn.Conv2d) and isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)):
+        raise TypeError("this SmallCNN's layers are not conv, conv, linear, linear any more: no Keras twin for it")
+    return model, conv1, conv2, fc1, fc2
+
+
+def keras_twin_of(torch_model: nn.Module) -> tf_keras.Model:
     """A Keras twin with the same shape as ``torch_model`` (any channels / hidden width) and its weights."""
-    conv1, conv2 = torch_model.features[0], torch_model.features[2]
-    fc1, fc2 = torch_model.classifier[1], torch_model.classifier[3]
+    torch_model, conv1, conv2, fc1, fc2 = _small_cnn_layers(torch_model)
     twin = small_cnn_keras(
         num_classes=fc2.out_features, image_size=torch_model.image_size, in_channels=conv1.in_channels,
         channels=(conv1.out_channels, conv2.out_channels), hidden=fc1.out_features, seed=None,
@@ -92,14 +105,12 @@ def keras_twin_of(torch_model: SmallCNN) -> Any:
 def tiny_net_keras(
     block: str = "separable", width: float = 1.0, image_size: int = 8, in_channels: int = 1, num_classes: int = 10,
     seed: int | None = 0,
-) -> Any:
+) -> tf_keras.Model:
     """Keras twin of :class:`course_lib.models.blocks.TinyNet`: same blocks, same trainable parameter count.
 
     (Keras also counts BatchNorm's moving mean and variance as non-trainable
     parameters; PyTorch keeps them as buffers. Compare trainable counts.)
     """
-    from course_lib.models.blocks import BLOCKS, make_divisible
-
     tf = import_tensorflow()
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")

@@ -6,6 +6,8 @@
 * ``release [--check]`` - generate ``exercises/`` from ``solutions/``;
 * ``grade SUBMISSION_OR_FOLDER ...`` - grade submissions in sandboxed processes,
   in parallel, into a CSV and one feedback file per student;
+* ``lm-train`` - train the transformer lecture's small language model and
+  cache it in ``checkpoints/tiny_lm.pt`` (a few minutes on 2 cores);
 * ``report`` - the capstone's measured pipeline end to end, without the
   notebook: ``results/summary.json`` / ``summary.md`` / ``tradeoffs.png``
   and the README's results table rendered from that JSON.
@@ -334,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="measure nothing: re-render summary.md and the README table from the existing summary.json")
     p_rep.add_argument("--keep-artefacts", action="store_true", help="keep the .pte/.onnx/.tflite files in OUT/artefacts")
 
+    p_lm = sub.add_parser("lm-train", help="train the transformer lecture's byte-level model into checkpoints/tiny_lm.pt")
+    p_lm.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    p_lm.add_argument("--out", help="checkpoint path (default: checkpoints/tiny_lm.pt in the repository)")
+
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor(check_imports=not args.quick)
@@ -349,6 +355,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if args.command == "lm-train":
+        from course_lib import lm
+
+        if args.steps < 1:
+            parser.error("--steps must be >= 1")
+        lm.build_checkpoint(args.out or lm.CHECKPOINT, steps=args.steps)
+        return 0
     if args.command == "report":
         if args.render_only:
             return render_command(args.out)

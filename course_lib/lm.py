@@ -404,3 +404,143 @@ def generate(model: TinyLM, prompt: bytes, new_tokens: int, temperature: float =
             logits = model(torch.tensor([out]))
     cache = {"keys": k, "values": v, "bytes": 0 if k is None else k.nbytes + v.nbytes}
     return bytes(out), cache
+
+
+# --- runtimes: ONNX Runtime (fp32 and MatMulNBits 4-bit), timing prefill and decode ---------------
+
+
+def zero_cache(cfg: LMConfig, tokens: int, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """A KV cache of ``tokens`` positions (zeros): the decode step's cost depends on its length, not its values."""
+    shape = (cfg.n_layers, batch, cfg.n_heads, tokens, cfg.head_dim)
+    return torch.zeros(shape), torch.zeros(shape)
+
+
+def export_onnx(model: TinyLM, folder: str | Path) -> dict[str, Path]:
+    """Export the prefill graph (ids → logits, any length) and the decode step (id + cache → logits + cache) to ONNX.
+
+    Two graphs, as LLM runtimes ship them: prefill processes the prompt in
+    one batched pass; decode runs once per generated token with the cache
+    as input and output. The dynamo exporter, weights inside the file.
+    """
+    import warnings
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = model.cfg
+    model = model.eval()
+    length = torch.export.Dim("length", min=2, max=cfg.context)
+    past = torch.export.Dim("past", min=1, max=cfg.context - 1)
+    k, v = zero_cache(cfg, 8)
+    paths = {"prefill": folder / "prefill.onnx", "decode": folder / "decode.onnx"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 16, dtype=torch.int64),), paths["prefill"], dynamo=True, external_data=False,
+                          dynamic_shapes=({1: length},), input_names=["idx"], output_names=["logits"], verbose=False)
+        torch.onnx.export(DecodeStep(model), (torch.zeros(1, 1, dtype=torch.int64), k, v), paths["decode"], dynamo=True,
+                          external_data=False, dynamic_shapes=(None, {3: past}, {3: past}), verbose=False,
+                          input_names=["idx", "past_k", "past_v"], output_names=["logits", "keys", "values"])
+    return paths
+
+
+def onnx_matmul_nbits(path: str | Path, out: str | Path, bits: int = 4, block_size: int = 32, accuracy_level: int = 4) -> Path:
+    """ONNX Runtime's weight-only quantizer: every MatMul with a constant weight → ``MatMulNBits`` (asymmetric, per block).
+
+    ``accuracy_level=4`` lets the kernel quantize activations to int8 and use
+    integer dot products (the contrib op's documented levels: 0 unset,
+    1 fp32, 2 fp16, 3 bf16, 4 int8).
+    """
+    import logging
+
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(path)), bits=bits, block_size=block_size, is_symmetric=False, accuracy_level=accuracy_level)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+    return Path(out)
+
+
+class OrtLM:
+    """A prefill and a decode ONNX file in ONNX Runtime sessions (one thread each by default)."""
+
+    def __init__(self, prefill: str | Path, decode: str | Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.threads = threads
+        self.paths = (Path(prefill), Path(decode))
+        self.prefill_session = ort.InferenceSession(str(prefill), options, providers=["CPUExecutionProvider"])
+        self.decode_session = ort.InferenceSession(str(decode), options, providers=["CPUExecutionProvider"])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decode file (the prefill file holds the same weights)."""
+        return self.paths[1].stat().st_size
+
+    def __call__(self, idx: torch.Tensor) -> np.ndarray:
+        """Logits for a batch of sequences (run one sequence at a time: the graph was exported with batch 1)."""
+        ids = np.asarray(idx, dtype=np.int64)
+        return np.concatenate([self.prefill_session.run(None, {"idx": row[None]})[0] for row in ids])
+
+    def decode_feed(self, past_tokens: int, token: int = 32) -> dict[str, np.ndarray]:
+        cfg_shape = self.decode_session.get_inputs()[1].shape
+        k = np.zeros((cfg_shape[0], 1, cfg_shape[2], past_tokens, cfg_shape[4]), dtype=np.float32)
+        return {"idx": np.array([[token]], dtype=np.int64), "past_k": k, "past_v": k.copy()}
+
+    def timing_calls(self, prompt_tokens: int, past_tokens: int) -> dict[str, Callable[[], Any]]:
+        """Runtime-only calls to time: ``prefill`` over ``prompt_tokens`` and one ``decode`` step after ``past_tokens``."""
+        prompt = {"idx": (np.arange(prompt_tokens, dtype=np.int64) % 256)[None]}
+        feed = self.decode_feed(past_tokens)
+        return {"prefill": lambda: self.prefill_session.run(None, prompt), "decode": lambda: self.decode_session.run(None, feed)}
+
+
+def pytorch_timing_calls(model: TinyLM, prompt_tokens: int, past_tokens: int) -> dict[str, Callable[[], Any]]:
+    """The same two calls for an eager PyTorch model (inference mode), to time beside :meth:`OrtLM.timing_calls`."""
+    prompt = (torch.arange(prompt_tokens) % 256)[None]
+    k, v = zero_cache(model.cfg, past_tokens)
+    token = torch.tensor([[32]])
+
+    def prefill() -> Any:
+        with torch.inference_mode():
+            return model(prompt)
+
+    def decode() -> Any:
+        with torch.inference_mode():
+            return model.step(token, k, v)
+
+    return {"prefill": prefill, "decode": decode}
+
+
+def time_prefill_decode(calls: dict[str, dict[str, Callable[[], Any]]], prompt_tokens: int, rounds: int = 5,
+                        repeats: int = 30, warmup: int = 5) -> list[dict[str, Any]]:
+    """Tokens per second of prefill and decode for several models, every call timed in interleaved rounds (one thread).
+
+    ``calls``: model name → the dict from :meth:`OrtLM.timing_calls` or
+    :func:`pytorch_timing_calls`. Prefill tokens/s = ``prompt_tokens`` / median
+    time; decode tokens/s = 1 / median time of one step. The spread is the
+    p10–p90 of the per-call times, as tokens/s.
+    """
+    from course_lib import measure
+
+    targets = {(name, phase): (fn, None) for name, phases in calls.items() for phase, fn in phases.items()}
+    stats = measure.measure_latency_interleaved({f"{n} | {p}": t for (n, p), t in targets.items()},
+                                                rounds=rounds, repeats=repeats, warmup=warmup, threads=1)
+    rows = []
+    for (name, phase) in targets:
+        s = stats[f"{name} | {phase}"]
+        tokens = prompt_tokens if phase == "prefill" else 1
+        p10, p90 = np.percentile(s.samples_ms, [10, 90])
+        rows.append({"model": name, "phase": phase, "median_ms": s.median_ms, "tokens_per_s": tokens * 1000 / s.median_ms,
+                     "tokens_per_s_p90_p10": (tokens * 1000 / p90, tokens * 1000 / p10), "samples_ms": s.samples_ms})
+    return rows
+
+
+def speedup_interval(fast_ms: list[float], slow_ms: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Ratio of medians ``slow / fast`` with a bootstrap 95 % interval (resampling each model's timed calls)."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(fast_ms), np.asarray(slow_ms)
+    ratios = [np.median(b[rng.integers(0, b.size, b.size)]) / np.median(a[rng.integers(0, a.size, a.size)]) for _ in range(resamples)]
+    return float(np.median(b) / np.median(a)), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))

@@ -133,3 +133,14 @@ def test_a_few_training_steps_lower_the_loss_and_checkpoint_round_trip(tmp_path)
     torch.testing.assert_close(loaded(ids), model.half().float()(ids))
     with pytest.raises(FileNotFoundError, match="lm-train"):
         lm.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_speedup_interval_of_a_twice_slower_model():
+    rng = np.random.default_rng(0)
+    fast = list(1.0 + 0.05 * rng.random(50))
+    slow = list(2.0 + 0.1 * rng.random(50))
+    ratio, low, high = lm.speedup_interval(fast, slow)
+    assert 1.9 < low <= ratio <= high < 2.1
+    assert 1.9 < lm.speedup_interval(fast, slow, quantile=0.1)[0] < 2.1
+    with pytest.raises(ValueError, match="quantile"):
+        lm.speedup_interval(fast, slow, quantile=1.0)

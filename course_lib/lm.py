@@ -301,7 +301,7 @@ def build_checkpoint(path: str | Path = CHECKPOINT, steps: int = 300, batch: int
     seconds = time.perf_counter() - start
     val = bits_per_byte(model, eval_windows(splits["val"], model.cfg.context, max_windows=256))
     meta = {**corpus_info(splits), "steps": steps, "batch": batch, "seed": seed, "threads": threads, "train_seconds": round(seconds, 1),
-            "final_train_bpb": round(float(np.mean(losses[-50:])), 4), "val_bpb": round(val.bpb, 4), "torch": torch.__version__}
+            "final_train_bpb": round(float(np.mean(losses[-50:])), 4), "val_bpb": round(val.bpb, 4), "torch": str(torch.__version__)}
     print(f"trained {steps} steps in {seconds:.0f} s; validation {val.bpb:.3f} bpb; saved {path}")
     return save_checkpoint(model, path, meta)
 

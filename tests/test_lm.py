@@ -144,3 +144,22 @@ def test_speedup_interval_of_a_twice_slower_model():
     assert 1.9 < lm.speedup_interval(fast, slow, quantile=0.1)[0] < 2.1
     with pytest.raises(ValueError, match="quantile"):
         lm.speedup_interval(fast, slow, quantile=1.0)
+
+
+def test_onnx_prefill_and_decode_match_pytorch_and_int4_file_is_smaller(tmp_path):
+    torch.manual_seed(0)
+    cfg = lm.LMConfig(d_model=64, n_layers=1, n_heads=2, context=16)
+    model = lm.TinyLM(cfg).eval()
+    paths = lm.export_onnx(model, tmp_path)
+    int4 = {p: lm.onnx_matmul_nbits(path, tmp_path / f"{p}_int4.onnx", block_size=32) for p, path in paths.items()}
+    fp32, quantized = lm.OrtLM(paths["prefill"], paths["decode"]), lm.OrtLM(int4["prefill"], int4["decode"])
+    ids = torch.randint(0, 256, (2, 10))
+    with torch.no_grad():
+        np.testing.assert_allclose(fp32(ids), model(ids).numpy(), atol=1e-4)
+        k, v = lm.zero_cache(cfg, 5)
+        reference = model.step(torch.tensor([[32]]), k, v)[0].numpy()
+    np.testing.assert_allclose(fp32.decode_session.run(None, fp32.decode_feed(5))[0], reference, atol=1e-4)
+    assert quantized.nbytes < fp32.nbytes / 2
+    calls = fp32.timing_calls(prompt_tokens=8, past_tokens=4)
+    rows = lm.time_prefill_decode({"fp32": calls}, prompt_tokens=8, rounds=1, repeats=2, warmup=0)
+    assert {r["phase"] for r in rows} == {"prefill", "decode"} and all(r["tokens_per_s"] > 0 for r in rows)

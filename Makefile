@@ -50,7 +50,7 @@ course-headless: $(STAMP)
 report: $(STAMP)
 	$(BIN)/python -m course_lib report $(REPORT_ARGS)
 
-# The transformer lecture's model: trains it (a few minutes on 2 cores) into checkpoints/tiny_lm.pt, which is committed.
+# The transformer lecture's model: trains it (300 steps; 59 min measured on a heavily loaded 2-core machine) into checkpoints/tiny_lm.pt, which is committed.
 lm-train: $(STAMP)
 	$(BIN)/python -m course_lib lm-train
 

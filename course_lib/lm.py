@@ -284,7 +284,7 @@ def load_checkpoint(path: str | Path = CHECKPOINT) -> tuple[TinyLM, dict[str, An
     """The model (float32, eval mode) and its metadata (Python version, steps, seconds) from :func:`save_checkpoint`."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}: build it with `python -m course_lib lm-train` (about 2 minutes on 2 cores)")
+        raise FileNotFoundError(f"no checkpoint at {path}: build it with `python -m course_lib lm-train` (300 steps; it took 59 min on a heavily loaded 2-core machine)")
     blob = torch.load(path, map_location="cpu", weights_only=True)
     model = TinyLM(LMConfig(**blob["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})

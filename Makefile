@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup course course-headless report bench lint test test-fast check-python doctor exercises grade bench-grading clean-venv
+.PHONY: help setup course course-headless report lm-train bench lint test test-fast check-python doctor exercises grade bench-grading clean-venv
 
 help:
 	@echo "make course           set up .venv and open the lectures in JupyterLab"
@@ -28,6 +28,7 @@ help:
 	@echo "make check-python PYTHON=python3.12   install into .venv-python3.12, run the quick tests and lecture 00 there"
 	@echo "make course-headless  run every lecture notebook without a browser, then the capstone report into results/"
 	@echo "make report           the capstone pipeline headless: results/summary.{md,json}, results/tradeoffs.png"
+	@echo "make lm-train         retrain the transformer lecture's model into checkpoints/tiny_lm.pt"
 	@echo "make bench            print the capstone's ratios (size, speedup per runtime, accuracy) from a fresh run"
 	@echo "make doctor           versions, CPU, threads, and which runtimes import"
 	@echo "make exercises        regenerate exercises/ from solutions/"
@@ -62,6 +63,10 @@ course-headless: $(STAMP)
 # The capstone's measured pipeline without the notebook (about a minute on 2 cores): results/ and the README's table.
 report: $(STAMP)
 	$(BIN)/python -m course_lib report $(REPORT_ARGS)
+
+# The transformer lecture's model: trains it (300 steps; 59 min measured on a heavily loaded 2-core machine) into checkpoints/tiny_lm.pt, which is committed.
+lm-train: $(STAMP)
+	$(BIN)/python -m course_lib lm-train
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/capstone_ratios.py

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,6 @@ from torch import nn
 
 from course_lib import data, deploy, prune, runtimes, stats, train
 from course_lib.models.cnn import SmallCNN
-from course_lib.repo import library_root
 from course_lib.report import Record
 
 #: Steps of the pipeline, in order.
@@ -227,7 +227,7 @@ def fastest_fp32_deployable(records: list[Record]) -> Record:
     files = [r for r in records if step_of(r) == "baseline" and r.framework != "pytorch" and r.latency_ms]
     if not files:
         raise ValueError("no baseline file with a latency: the speed line needs the baseline's deployable files")
-    return min(files, key=lambda r: r.latency_ms)
+    return min(files, key=lambda r: float(r.latency_ms or 0.0))  # every file here has a latency (filtered above)
 
 
 def check_budget(records: list[Record], budget: Budget = Budget()) -> Any:

@@ -128,7 +128,8 @@ def hint_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor, adap
         raise ValueError(
             f"the adapted student feature has shape {tuple(mapped.shape)} but the teacher's has "
             f"{tuple(teacher_feature.shape)}: pick layers with the same spatial size and an adapter "
-            f"mapping {student_feature.shape[1] if student_feature.dim() > 1 else '?'} → {teacher_feature.shape[1] if teacher_feature.dim() > 1 else '?'} channels"
+            f"mapping {student_feature.shape[1] if student_feature.dim() > 1 else '?'} → "
+            f"{teacher_feature.shape[1] if teacher_feature.dim() > 1 else '?'} channels"
         )
     return F.mse_loss(mapped, teacher_feature.detach())
 

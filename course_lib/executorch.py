@@ -104,7 +104,7 @@ class executorch_threads:
         self.threads = threads
         self._previous: int | None = None
 
-    def __enter__(self) -> "executorch_threads":
+    def __enter__(self) -> executorch_threads:
         if self.threads is not None:
             from executorch.extension.pybindings import portable_lib
 

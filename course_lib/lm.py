@@ -24,9 +24,10 @@ import math
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -284,7 +285,8 @@ def load_checkpoint(path: str | Path = CHECKPOINT) -> tuple[TinyLM, dict[str, An
     """The model (float32, eval mode) and its metadata (Python version, steps, seconds) from :func:`save_checkpoint`."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}: build it with `python -m course_lib lm-train` (300 steps; it took 59 min on a heavily loaded 2-core machine)")
+        raise FileNotFoundError(f"no checkpoint at {path}: build it with `python -m course_lib lm-train` "
+                                "(300 steps; it took 59 min on a heavily loaded 2-core machine)")
     blob = torch.load(path, map_location="cpu", weights_only=True)
     model = TinyLM(LMConfig(**blob["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})

@@ -252,7 +252,7 @@ class LatencyStats:
 
     @classmethod
     def from_samples(cls, samples_ms: list[float], warmup: int, threads: int | None, batch_size: int | None,
-                     round_medians_ms: list[float] | None = None) -> "LatencyStats":
+                     round_medians_ms: list[float] | None = None) -> LatencyStats:
         """Median, p90, mean, min and max of timed calls (milliseconds); per-round medians if timed in rounds."""
         return cls(
             median_ms=statistics.median(samples_ms), p90_ms=float(np.percentile(samples_ms, 90)),

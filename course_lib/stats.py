@@ -20,8 +20,9 @@ not, so every comparison in the course goes through these helpers:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

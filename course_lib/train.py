@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np

@@ -3,11 +3,10 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from course_lib import capstone, cli, deploy, measure, quantize
+from course_lib import capstone, cli, measure
 from course_lib.report import Record
 
 ROOT = Path(__file__).resolve().parent.parent

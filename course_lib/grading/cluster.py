@@ -25,9 +25,10 @@ import sys
 import tempfile
 import uuid
 import warnings
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from course_lib.grading import grader
 from course_lib.grading.grader import GradeResult, GraderFailure, Outcome, TestCell

@@ -55,11 +55,11 @@ def _safe_loading() -> Iterator[None]:
         kwargs["weights_only"] = True
         return original(f, *args, **kwargs)
 
-    torch.load = load  # type: ignore[assignment]
+    torch.load = load
     try:
         yield
     finally:
-        torch.load = original  # type: ignore[assignment]
+        torch.load = original
 
 
 # --- PyTorch programs ---------------------------------------------------------------------------

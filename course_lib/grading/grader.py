@@ -750,8 +750,9 @@ def write_csv(results: list[GradeResult], tests: list[TestCell], path: Path) -> 
         try:
             rows.append(csv_row(result, tests))
         except Exception as exc:  # noqa: BLE001 - one bad result must not cost the others their rows
-            failed = grader_error(*(_bounded(getattr(result, name, "?"), 1000) for name in ("student", "submission",
-                                                                                            "assignment")), tests, exc)
+            student, submission, assignment = (_bounded(getattr(result, name, "?"), 1000)
+                                               for name in ("student", "submission", "assignment"))
+            failed = grader_error(student, submission, assignment, tests, exc)
             rows.append(csv_row(failed, tests))
     _write_rows(rows, tests, path)
 

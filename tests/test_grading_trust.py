@@ -103,7 +103,7 @@ def test_facts_from_a_measurement_are_validated():
 
 def _taint(source: str, learner: set[str]) -> list[int]:
     statements = ast.parse(source).body
-    return trust.untrusted_expected(statements, learner, grader._is_check_call)
+    return trust.untrusted_expected(statements, learner, grader._is_check_call)[0]
 
 
 def test_expected_that_depends_on_the_learner_is_refused():
@@ -111,8 +111,16 @@ def test_expected_that_depends_on_the_learner_is_refused():
     assert _taint("r = f(2)\nx = [r]\ncheck('a', f(1), expected=x)", {"f"}) == [3]
     assert _taint("acc = []\nacc.append(f(2))\ncheck('a', 1, expected=acc)", {"f"}) == [3]
     assert _taint("check('a', f(1), expected=g(2))", {"f"}) == []
-    assert _taint("facts = trusted.torch_model(model, inputs=x)\ncheck('a', f(1), expected=facts['macs'])", {"f", "model"}) == []
     assert _taint("check('a', f(1), 3)", {"f"}) == []
+    # found by a red-team read: stores through subscripts and attributes, nested bodies, definitions
+    assert _taint("d = {}\nd['k'] = f(1)\ncheck('a', 1, expected=d['k'])", {"f"}) == [3]
+    assert _taint("h.v = f(1)\ncheck('a', 1, expected=h.v)", {"f"}) == [2]
+    assert _taint("def ref():\n    return f(1)\ncheck('a', 1, expected=ref())", {"f"}) == [3]
+    assert _taint("out = []\nfor i in range(3):\n    out.append(f(i))\ncheck('a', 1, expected=out)", {"f"}) == [4]
+    assert _taint("class R:\n    v = f(1)\ncheck('a', 1, expected=R.v)", {"f"}) == [3]
+    # facts about a learner's object are the learner's choice: never a reference
+    assert _taint("facts = trusted.torch_model(model, inputs=x)\ncheck('a', f(1), expected=facts['macs'])", {"f", "model"}) == [2]
+    assert _taint("ref = trusted.tflite_file(trusted.grader_file('m.tflite'))\ncheck('a', f(1), expected=ref['input'])", {"f"}) == []
 
 
 def test_every_solution_source_follows_the_rules():

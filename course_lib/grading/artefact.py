@@ -123,6 +123,9 @@ def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
     on = "holdout" if checks._recorder() is not None else "test"
     files = {f"submission{fmt}": bytes(blob), f"baseline{fmt}": baseline_artefact(fmt).read_bytes(),
              "request.json": json.dumps({"kind": "capstone", "options": {"format": fmt, "on": on}}).encode()}
+    from course_lib.grading.trusted import _time_left
+
+    timeout_s = _time_left(timeout_s)
     returncode, stdout, stderr = run_confined(["-m", "course_lib.grading.facts", "capstone"], files,
                                               Limits(timeout_s=timeout_s))
     if returncode is None:

@@ -78,13 +78,21 @@ def compare(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-9) -> 
     if exp_arr is not None:
         if got_arr is None:
             try:
-                got_arr = np.asarray(got, dtype=float)
+                got_arr = np.asarray(got)
+                if got_arr.dtype.kind not in "biuf":
+                    raise TypeError
+                got_arr = got_arr if got_arr.dtype == bool else got_arr.astype(float)
             except (TypeError, ValueError):
                 return False, f"expected an array of shape {exp_arr.shape}, got {type(got).__name__}"
         if got_arr.shape != exp_arr.shape:
             return False, f"expected shape {exp_arr.shape}, got shape {got_arr.shape}"
-        if exp_arr.dtype == bool or got_arr.dtype == bool:
-            same = np.array_equal(exp_arr.astype(bool), got_arr.astype(bool))
+        if got_arr.dtype == bool and exp_arr.dtype != bool:
+            # np.ones(shape, bool) must not "equal" every array without zeros
+            return False, "expected an array of numbers, got booleans"
+        if exp_arr.dtype == bool:
+            if got_arr.dtype != bool and not np.isin(got_arr, (0, 1)).all():
+                return False, "expected an array of booleans (or 0 / 1)"
+            same = np.array_equal(exp_arr, got_arr.astype(bool))
         else:
             same = bool(np.allclose(got_arr.astype(float), exp_arr.astype(float), rtol=rtol, atol=atol, equal_nan=True))
         if same:

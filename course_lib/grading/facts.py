@@ -39,27 +39,42 @@ _WEIGHTED_OPS = ("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.convolution"
 
 @contextlib.contextmanager
 def _safe_loading() -> Iterator[None]:
-    """Force every ``torch.load`` to ``weights_only=True`` while a learner's program is loaded.
+    """Load a learner's program with no unpickling of anything but plain tensors.
 
-    ``torch.export.load`` falls back to ``weights_only=False`` (full unpickling)
-    for tensors it cannot read otherwise; on a learner's file that would run
-    whatever the pickle says. This code is trusted and measures untrusted
-    data, so it refuses. (Restored afterwards: in a learner's own notebook
-    the measurement runs in their kernel.)
+    ``torch.export.load`` falls back to ``torch.load(weights_only=False)`` for
+    tensors it cannot read otherwise, and unpickles "opaque" and "custom"
+    constants with ``pickle.loads`` / ``torch._C._pickle_load_obj``: on a
+    learner's file any of these would run whatever the pickle says (and could
+    print forged facts). This code is trusted and measures untrusted data, so
+    while the program loads, ``torch.load`` is forced to ``weights_only=True``
+    and the other two refuse. (Restored afterwards: in a learner's own
+    notebook the measurement runs in their kernel.)
     """
+    import pickle
+
     import torch
 
-    original = torch.load
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("the grader loads only plain tensors from a model file, not pickled objects")
+
+    original_load, original_loads = torch.load, pickle.loads
+    original_obj = getattr(torch._C, "_pickle_load_obj", None)
 
     def load(f: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs["weights_only"] = True
-        return original(f, *args, **kwargs)
+        return original_load(f, *args, **kwargs)
 
     torch.load = load
+    pickle.loads = refuse
+    if original_obj is not None:
+        torch._C._pickle_load_obj = refuse
     try:
         yield
     finally:
-        torch.load = original
+        torch.load = original_load
+        pickle.loads = original_loads
+        if original_obj is not None:
+            torch._C._pickle_load_obj = original_obj
 
 
 # --- PyTorch programs ---------------------------------------------------------------------------
@@ -98,12 +113,33 @@ def torch_facts(program: bytes, inputs: np.ndarray | None = None) -> dict[str, A
         return facts
     x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
     weights: list[torch.Tensor] = []
+    parameter_names = {name for name, _ in module.named_parameters()}
+
+    def from_parameters(node: Any, depth: int = 0) -> bool:
+        """Whether a weight argument is computed from the program's parameters (a mask applied, say).
+
+        Buffers and constants do not count: a zero buffer fed to an extra linear op
+        would otherwise pass for pruned weights.
+        """
+        if not isinstance(node, torch.fx.Node) or depth > 6:
+            return False
+        if node.op == "get_attr":
+            return str(node.target) in parameter_names
+        return any(from_parameters(arg, depth + 1) for arg in node.all_input_nodes)
+
+    weighted_ops = [n for n in module.graph.nodes if n.op == "call_function" and str(n.target).startswith(_WEIGHTED_OPS)]
+    # int8 weights: the weight a conv / linear uses is dequantized from an int8 constant in the graph
+    dequantized = sum(1 for n in weighted_ops if len(n.args) > 1 and isinstance(n.args[1], torch.fx.Node)
+                      and "dequantize" in str(n.args[1].target))
 
     class WeightRecorder(torch.fx.Interpreter):
-        def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
-            if str(target).startswith(_WEIGHTED_OPS) and len(args) > 1 and isinstance(args[1], torch.Tensor):
-                weights.append(args[1].detach())
-            return super().call_function(target, args, kwargs)
+        def run_node(self, n: torch.fx.Node) -> Any:
+            result = super().run_node(n)
+            if n.op == "call_function" and str(n.target).startswith(_WEIGHTED_OPS) and len(n.args) > 1:
+                value = self.env.get(n.args[1]) if isinstance(n.args[1], torch.fx.Node) else None
+                if isinstance(value, torch.Tensor) and from_parameters(n.args[1]):
+                    weights.append(value.detach())
+            return result
 
     batch = _static_batch(exported)  # None: the program takes any batch size
     step = batch or 256
@@ -118,6 +154,8 @@ def torch_facts(program: bytes, inputs: np.ndarray | None = None) -> dict[str, A
     facts.update({
         "sparsity": float(sum(int((w == 0).sum()) for w in weights) / total) if total else 0.0,
         "macs": int(counter.get_total_flops() // 2 // (batch or 1)),
+        "weighted_ops": len(weighted_ops),
+        "dequantized_weights": dequantized,
         "logits": logits.float().numpy(),
     })
     return facts

@@ -116,11 +116,12 @@ def load_tests(source_path: Path) -> list[TestCell]:
         cells.append(parse_test_cell(grade_id, meta.get("points", 0), cell.source))
     if not cells:
         raise SourceError(f"{source_path} has no test cells (code cells with nbgrader grade=true)")
-    bound: set[str] = set()  # names earlier test cells define are the grader's, not the learner's
+    bound: set[str] = set()  # names earlier test cells define are the grader's, not the learner's ...
+    tainted: set[str] = set()  # ... unless they were computed from the learner's values
     for cell in cells:
         tree = ast.parse(cell.source)
-        learner_names = _free_names(tree) - bound
-        lines = trust.untrusted_expected([stmt for stmt, _, _ in cell.statements], learner_names, _is_check_call)
+        learner_names = (_free_names(tree) - bound) | tainted
+        lines, tainted = trust.untrusted_expected([stmt for stmt, _, _ in cell.statements], learner_names, _is_check_call)
         if lines:
             raise SourceError(f"{source_path}: test cell {cell.grade_id!r}, line {lines[0]}: expected depends on a value "
                               "from the learner's code; compute it in the test (or with course_lib.grading.trusted)")
@@ -500,7 +501,13 @@ def feedback_markdown(result: GradeResult) -> str:
 
 
 def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "student"
+    """A file name for a student's feedback; names that lose characters get a hash, so 李雷 and 王芳 do not collide."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    if safe == text and safe not in (".", ".."):
+        return safe
+    import hashlib
+
+    return f"{safe or 'student'}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def find_submissions(paths: Iterable[Path]) -> list[tuple[str, Path]]:

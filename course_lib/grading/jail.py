@@ -49,6 +49,8 @@ import sys
 from typing import Any, NoReturn
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+# System V IPC and hostname: shared memory must not outlive a submission or join two of them.
+CLONE_NEWIPC, CLONE_NEWUTS = 0x08000000, 0x04000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 0x1
@@ -172,7 +174,7 @@ def enter_namespaces(user_namespace: bool) -> None:
     """Unshare mount, network and PID namespaces (and a user namespace that maps our uid to itself)."""
     libc = _libc()
     uid, gid = os.getuid(), os.getgid()
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | (CLONE_NEWUSER if user_namespace else 0)
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWUSER if user_namespace else 0)
     _check(libc.unshare(flags), "unshare" + (" (user namespaces disabled?)" if user_namespace else ""))
     if user_namespace:
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):

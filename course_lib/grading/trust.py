@@ -231,7 +231,8 @@ def isolation_mode(unsafe_same_user: bool = False) -> str:
 _QUANTIZATION = {"dtype": str, "scale": float, "zero_point": int}
 #: What each kind of measurement returns: key → type (``"array"`` for a NumPy array); ``?`` marks optional keys.
 FACT_SCHEMAS: dict[str, dict[str, Any]] = {
-    "torch": {"parameters": int, "is_pruned": bool, "quantize_nodes": int, "sparsity?": float, "macs?": int, "logits?": "array"},
+    "torch": {"parameters": int, "is_pruned": bool, "quantize_nodes": int, "sparsity?": float, "macs?": int, "logits?": "array",
+              "weighted_ops?": int, "dequantized_weights?": int},
     "tflite": {"bytes": int, "input": _QUANTIZATION, "output": _QUANTIZATION, "kernels": "kernels", "logits?": "array"},
     "onnx": {"bytes": int, "outputs": "arrays"},
     "artefact": {"bytes": int, "gzip_bytes": int, "logits": "array", "latency_ms": float},
@@ -292,32 +293,34 @@ def validate_facts(kind: str, text: str) -> dict[str, Any]:
 
 # --- values --------------------------------------------------------------------------------------
 
-#: The module whose calls turn a learner's object into values the grader measured itself
-#: (see :mod:`course_lib.grading.trusted`); their results may be used as expected values.
-TRUSTED_MODULE = "trusted"
-
-
-def _is_trusted_call(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Name) and node.func.value.id == TRUSTED_MODULE)
-
-
 def _names_read(node: ast.AST) -> set[str]:
-    """Names an expression reads, except inside ``trusted.*(...)`` calls (their results are the grader's)."""
-    if _is_trusted_call(node):
-        return set()
-    names = {node.id} if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) else set()
-    for child in ast.iter_child_nodes(node):
-        names |= _names_read(child)
-    return names
+    """Names an expression or statement reads (loads), anywhere inside it."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _base_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def _names_written(node: ast.AST) -> set[str]:
-    written = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
-    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute):
-        receiver = node.value.func.value  # results.append(learner_value) changes results
-        if isinstance(receiver, ast.Name):
-            written.add(receiver.id)
+    """Names a statement may change: assigned names, the objects behind ``d[k] = ...`` / ``o.a = ...``,
+    the receivers of methods called for their effect (``results.append(x)`` changes ``results``), and defined functions and classes."""
+    written: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            written.add(n.id)
+        elif isinstance(n, (ast.Attribute, ast.Subscript)) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            base = _base_name(n)
+            if base:
+                written.add(base)
+        elif isinstance(n, ast.Expr) and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Attribute):
+            base = _base_name(n.value.func.value)  # a method called for its effect: results.append(x)
+            if base:
+                written.add(base)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            written.add(n.name)
     return written
 
 
@@ -328,15 +331,16 @@ def _expected_argument(call: ast.Call) -> ast.AST | None:
     return call.args[2] if len(call.args) > 2 else None
 
 
-def untrusted_expected(statements: list[ast.stmt], learner_names: set[str], is_check: Any) -> list[int]:
-    """Line numbers of checks whose ``expected`` depends on a value from the learner's process.
+def untrusted_expected(statements: list[ast.stmt], learner_names: set[str], is_check: Any) -> tuple[list[int], set[str]]:
+    """Line numbers of checks whose ``expected`` depends on a value from the learner's process, and the tainted names.
 
-    A simple forward taint analysis over a test cell's top-level statements:
-    the learner's names are tainted; a statement that reads a tainted name
-    taints every name it writes (and the object whose method it calls); a
-    ``trusted.*(...)`` call is clean, because its values are measured by the
-    grader from a snapshot of the learner's object. ``expected`` must be clean:
-    the learner must never control both sides of a comparison.
+    A forward taint analysis over a test cell's top-level statements: the
+    learner's names are tainted; a statement that reads a tainted name (in
+    any nested part) taints every name it may change (see :func:`_names_written`).
+    Facts measured by :mod:`course_lib.grading.trusted` from a learner's object
+    are tainted too — the learner chose the object — so a reference that a check
+    compares with must come from objects the test builds. The returned names
+    carry the taint into the next test cell.
     """
     tainted = set(learner_names)
     lines = []
@@ -348,4 +352,4 @@ def untrusted_expected(statements: list[ast.stmt], learner_names: set[str], is_c
             continue
         if _names_read(statement) & tainted:
             tainted |= _names_written(statement)
-    return lines
+    return lines, tainted

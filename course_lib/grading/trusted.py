@@ -66,15 +66,23 @@ def _measure(kind: str, model: bytes, inputs: dict[str, np.ndarray], options: di
             return facts.compute(kind, Path(folder), options)
     from course_lib.grading.sandbox import Limits, run_confined
 
+    budget = _time_left(FACTS_TIMEOUT_S)
     returncode, stdout, stderr = run_confined(["-m", "course_lib.grading.facts", kind], _files(kind, model, inputs, options),
-                                              Limits(timeout_s=FACTS_TIMEOUT_S))
+                                              Limits(timeout_s=budget))
     if returncode is None:
-        raise checks.MeasurementError(f"measuring your model took longer than {FACTS_TIMEOUT_S:.0f} s")
+        raise checks.MeasurementError(f"measuring your model took longer than {budget:.0f} s")
     lines = [line for line in stdout.splitlines() if line.startswith("FACTS ")]
     if returncode != 0 or not lines:
         last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), f"exit code {returncode}")
         raise checks.MeasurementError(f"your model could not be measured: {last[:300]}")
     return trust.validate_facts(kind, lines[-1][len("FACTS "):])
+
+
+def _time_left(limit: float) -> float:
+    """At most ``limit`` seconds, and never more than the submission has left: measuring counts against its timeout."""
+    process = getattr(getattr(checks._recorder(), "session", None), "process", None)
+    remaining = process.remaining() if process is not None and hasattr(process, "remaining") else limit
+    return max(1.0, min(limit, remaining))
 
 
 def _files(kind: str, model: bytes, inputs: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, bytes]:
@@ -163,6 +171,20 @@ def artefact(path: Any, inputs: Any) -> dict[str, Any]:
     return {"format": claim["format"], **measured}
 
 
+def grader_file(name: str) -> bytes:
+    """A reference model file the grader owns (``course_lib/assets/NAME``, see :mod:`course_lib.grading.reference`).
+
+    Checks of code that reads a model file use it: on a file the learner chose,
+    a hard-coded answer and a matching file would pass together.
+    """
+    from course_lib.grading.reference import ASSETS
+
+    path = (ASSETS / name).resolve()
+    if path.parent != ASSETS or not path.is_file():
+        raise FileNotFoundError(f"no reference file {name!r} in {ASSETS}")
+    return path.read_bytes()
+
+
 def artefact_payload(path: Any) -> dict[str, Any]:
     """The file itself as data (``{"format", "data"}``), for a measurement that needs more than :func:`artefact`."""
     claim = _claim("artefact_files", path)
@@ -171,4 +193,5 @@ def artefact_payload(path: Any) -> dict[str, Any]:
     return {"format": claim["format"], "data": _bytes_of(claim.get("data"), "the artefact")}
 
 
-__all__ = ["torch_model", "keras_model", "sparsity_of", "tflite_file", "onnx_export", "artefact", "artefact_payload"]
+__all__ = ["torch_model", "keras_model", "sparsity_of", "tflite_file", "onnx_export", "artefact", "artefact_payload",
+           "grader_file"]

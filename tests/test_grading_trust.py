@@ -261,3 +261,25 @@ def test_patching_the_library_in_the_submission_earns_nothing(name, tmp_path):
     assert result.status == "graded", result.reason
     detail = [(c.grade_id, c.earned, [(k.name, k.passed, k.message) for k in c.checks]) for c in result.cells]
     assert result.score == NO_WORK_SCORES[name], (result.score, detail)
+
+
+LEAK = '''
+_seen = []
+
+def conv2d_macs(*args, **kwargs):
+    _seen.append(repr((args, kwargs)))
+    return 0
+
+def topk_accuracy(*args, **kwargs):
+    raise ValueError("LEAK " + "; ".join(_seen))
+'''
+
+
+def test_hidden_inputs_do_not_leak_through_later_visible_feedback(tmp_path):
+    """A learner's function records the hidden inputs it is called with; a later visible check raises with them."""
+    source = SOLUTIONS / "00_measuring_models.ipynb"
+    nbformat.write(_with_cell(EXERCISES / source.name, "import numpy as np\n" + LEAK), tmp_path / "leak.ipynb")
+    result = grader.grade_submission(tmp_path / "leak.ipynb", source, "leak")
+    feedback = grader.feedback_markdown(result)
+    assert "10, 10" not in feedback and "LEAK (" not in feedback, feedback
+    assert "withheld" in feedback and "ValueError" in feedback  # the built-in exception's name is kept

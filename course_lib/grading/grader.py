@@ -137,11 +137,29 @@ class StudentError(Exception):
     """The learner's code raised while a check was computing its value."""
 
 
+WITHHELD = "failed (details withheld: hidden tests had already run your code)"
+
+
+def _withheld(message: str) -> str:
+    """A visible check's message once hidden inputs have reached the learner's code: nothing the learner's code wrote.
+
+    A built-in exception's name (``NotImplementedError``) is kept: the learner cannot choose it.
+    """
+    for name in re.findall(r"\b([A-Z]\w*(?:Error|Exception|Exit|Interrupt))\b", message)[:1]:
+        builtin = getattr(builtins, name, None)
+        if isinstance(builtin, type) and issubclass(builtin, BaseException):
+            return f"{WITHHELD}; your code raised {name}"
+    return WITHHELD
+
+
 class Session:
     """The grader's side of the conversation with one student process."""
 
     def __init__(self, process: StudentProcess) -> None:
         self.process = process
+        #: Once a hidden statement has run, the learner's code has seen hidden inputs: a visible check's message
+        #: (an exception text, a returned value) could carry them into the feedback, so it is withheld.
+        self.hidden_ran = False
 
     def ask(self, message: dict[str, Any]) -> Any:
         answer = self.process.request(message)
@@ -282,6 +300,7 @@ def _check_name(stmt: ast.stmt) -> str:
 def run_test_cell(test: TestCell, session: Session, namespace: dict[str, Any]) -> CellGrade:
     """Execute one test cell here, against the student's process; score its checks."""
     recorder = Recorder(session)
+    withhold_from: int | None = 0 if session.hidden_ran else None  # results from here on may carry hidden inputs
     namespace.setdefault("check", checks.check)  # always the grader's, even if the cell forgot the import
     for name in _free_names(ast.parse(test.source)):
         namespace.setdefault(name, Remote(session, {"name": name}))
@@ -290,6 +309,8 @@ def run_test_cell(test: TestCell, session: Session, namespace: dict[str, Any]) -
     try:
         for stmt, is_check, hidden in test.statements:
             recorder.hidden = hidden
+            if hidden and not session.hidden_ran:
+                session.hidden_ran, withhold_from = True, len(recorder.results)
             if failure is not None:
                 if is_check:
                     recorder.results.append(CheckResult(_check_name(stmt), hidden, False, failure))
@@ -317,6 +338,9 @@ def run_test_cell(test: TestCell, session: Session, namespace: dict[str, Any]) -
                 recorder.results.append(CheckResult(_check_name(stmt), hidden, False, "check did not run"))
     finally:
         checks.set_recorder(None)
+    for result in recorder.results[withhold_from:] if withhold_from is not None else []:
+        if not result.hidden and not result.passed:
+            result.message = _withheld(result.message)
     passed = sum(r.passed for r in recorder.results)
     earned = round(test.points * passed / test.n_checks, 2) if test.n_checks else 0.0
     return CellGrade(test.grade_id, test.points, earned, recorder.results)

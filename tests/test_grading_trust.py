@@ -283,3 +283,36 @@ def test_hidden_inputs_do_not_leak_through_later_visible_feedback(tmp_path):
     feedback = grader.feedback_markdown(result)
     assert "10, 10" not in feedback and "LEAK (" not in feedback, feedback
     assert "withheld" in feedback and "ValueError" in feedback  # the built-in exception's name is kept
+
+
+SUBSTITUTE_SNAPSHOT = '''
+import io
+import torch
+from course_lib.grading import snapshot
+from course_lib.models.blocks import DepthwiseSeparable
+
+def _claim_a_right_block(module, example):
+    """Hand the grader a correct block's program, whatever the learner's function returned."""
+    c_in = torch.as_tensor(example).shape[1]
+    right = DepthwiseSeparable(c_in, 32 if c_in == 16 else 40, stride=2 if c_in == 16 else 1).eval()
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(right, (torch.as_tensor(example),)), buffer)
+    return buffer.getvalue()
+
+snapshot.KINDS["torch_program"] = _claim_a_right_block
+'''
+
+
+def test_a_snapshot_that_is_not_the_learners_model_earns_nothing(tmp_path):
+    """The red team's attack: replace the snapshot code to hand over a correct model; the live object disagrees."""
+    name = "01_lightweight_design"
+    source = SOLUTIONS / f"{name}.ipynb"
+    imports = "import numpy as np\nimport torch\nfrom torch import nn\n"
+    nb = _with_cell(EXERCISES / source.name, imports + NO_WORK[name] + "\n" + SUBSTITUTE_SNAPSHOT)
+    nbformat.write(nb, tmp_path / "substitute.ipynb")
+    result = grader.grade_submission(tmp_path / "substitute.ipynb", source, "substitute")
+    assert result.status == "graded", result.reason
+    # no point more than the do-nothing answer (fewer: the checks after the refused snapshot do not run)
+    assert result.score <= NO_WORK_SCORES[name], [(c.grade_id, [(k.name, k.passed, k.message) for k in c.checks]) for c in result.cells]
+    messages = [k.message for c in result.cells for k in c.checks]
+    assert any("does not compute what your model computes" in m for m in messages), messages

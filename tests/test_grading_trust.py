@@ -251,14 +251,19 @@ NO_WORK_SCORES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(NO_WORK), ids=str)
-def test_patching_the_library_in_the_submission_earns_nothing(name, tmp_path):
+def _grade_no_work(name: str, extra: str, tmp_path: Path) -> grader.GradeResult:
+    """Grade exercise ``name`` answered with :data:`NO_WORK` plus the hostile cell ``extra``."""
     source = SOLUTIONS / f"{name}.ipynb"
     imports = "from pathlib import Path\nimport numpy as np\nimport torch\nfrom torch import nn\nfrom course_lib import capstone, onnx_io, tflite\n"
-    nb = _with_cell(EXERCISES / source.name, imports + NO_WORK[name] + "\n" + PATCH_LIBRARY)
-    nbformat.write(nb, tmp_path / "patched.ipynb")
-    result = grader.grade_submission(tmp_path / "patched.ipynb", source, "patched")
+    nbformat.write(_with_cell(EXERCISES / source.name, imports + NO_WORK[name] + "\n" + extra), tmp_path / "hostile.ipynb")
+    result = grader.grade_submission(tmp_path / "hostile.ipynb", source, "hostile")
     assert result.status == "graded", result.reason
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(NO_WORK), ids=str)
+def test_patching_the_library_in_the_submission_earns_nothing(name, tmp_path):
+    result = _grade_no_work(name, PATCH_LIBRARY, tmp_path)
     detail = [(c.grade_id, c.earned, [(k.name, k.passed, k.message) for k in c.checks]) for c in result.cells]
     assert result.score == NO_WORK_SCORES[name], (result.score, detail)
 
@@ -306,12 +311,7 @@ snapshot.KINDS["torch_program"] = _claim_a_right_block
 def test_a_snapshot_that_is_not_the_learners_model_earns_nothing(tmp_path):
     """The red team's attack: replace the snapshot code to hand over a correct model; the live object disagrees."""
     name = "01_lightweight_design"
-    source = SOLUTIONS / f"{name}.ipynb"
-    imports = "import numpy as np\nimport torch\nfrom torch import nn\n"
-    nb = _with_cell(EXERCISES / source.name, imports + NO_WORK[name] + "\n" + SUBSTITUTE_SNAPSHOT)
-    nbformat.write(nb, tmp_path / "substitute.ipynb")
-    result = grader.grade_submission(tmp_path / "substitute.ipynb", source, "substitute")
-    assert result.status == "graded", result.reason
+    result = _grade_no_work(name, SUBSTITUTE_SNAPSHOT, tmp_path)
     # no point more than the do-nothing answer (fewer: the checks after the refused snapshot do not run)
     assert result.score <= NO_WORK_SCORES[name], [(c.grade_id, [(k.name, k.passed, k.message) for k in c.checks]) for c in result.cells]
     messages = [k.message for c in result.cells for k in c.checks]

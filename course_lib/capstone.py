@@ -352,11 +352,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
         "",
         "## Against the budget",
         "",
-        budget_markdown(records, budget),
-        "",
-        verdict(records, budget),
-        "",
-        _legend(records),
+        *_budget_block(records, budget),
         "",
         "## Within each runtime (second view: fair only when the platform fixes the runtime)",
         "",
@@ -369,6 +365,11 @@ def summary_markdown(results: dict[str, Any]) -> str:
         "![top-1 against size and latency](tradeoffs.png)",
         "",
     ])
+
+
+def _budget_block(records: list[Record], budget: Budget) -> list[str]:
+    """The budget table, the verdict and the legend: what both summary.md and the README show."""
+    return [budget_markdown(records, budget), "", verdict(records, budget), "", _legend(records)]
 
 
 def _legend(records: list[Record]) -> str:
@@ -389,11 +390,7 @@ def readme_section(results: dict[str, Any]) -> str:
     machine = results["machine"]
     return "\n".join([
         README_START,
-        budget_markdown(records, budget),
-        "",
-        verdict(records, budget),
-        "",
-        _legend(records),
+        *_budget_block(records, budget),
         "",
         f"Measured by `{results['command']}` ({results['seconds']:.0f} s) on {results['date']}: "
         f"{machine['cpu']}, {machine['cores']} cores; {machine['versions']}. "

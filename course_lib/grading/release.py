@@ -41,6 +41,7 @@ def release_notebook(source: Path) -> str:
         if cell.cell_type == "code":
             cell.execution_count = None
         cell.pop("id", None)  # ids change on every save; keep the file stable
+        cell.metadata.pop("execution", None)  # timestamps of the source's last run: noise in a learner's notebook
     nb.nbformat_minor = 4  # without cell ids
     text = nbformat.writes(nb) + "\n"
     if BEGIN_HIDDEN in text or "### BEGIN SOLUTION" in text:

@@ -238,7 +238,10 @@ def distill(
             teacher_logits = teacher(x)
         loss = kd_loss(model(x), teacher_logits, y, temperature, alpha)
         if taps is not None and adapter_layer is not None:
-            loss = loss + beta * hint_loss(taps[0].output, taps[1].output, adapter_layer)
+            student_features, teacher_features = taps[0].output, taps[1].output
+            if student_features is None or teacher_features is None:
+                raise RuntimeError("a feature tap saw no forward pass; the feature_layers are not on the forward path")
+            loss = loss + beta * hint_loss(student_features, teacher_features, adapter_layer)
         return loss
 
     optimizer = torch.optim.Adam(parameters, lr=lr)

@@ -30,6 +30,15 @@ import torch
 from torch import nn
 
 
+def _pair(value: int | tuple[int, ...] | str) -> tuple[int, int]:
+    """A Conv2d's stride / padding / dilation as two numbers (the layer already validated them)."""
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, str) or len(value) != 2:
+        raise ValueError(f"expected two numbers for a 2-D convolution, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
 def _check_rank(rank: int, full_rank: int) -> None:
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= full_rank:
         raise ValueError(f"rank must be an integer between 1 and {full_rank} (the full rank), got {rank!r}")
@@ -123,13 +132,13 @@ def factorize_conv(layer: nn.Conv2d, rank: int) -> nn.Sequential:
         raise ValueError("only zero padding given as numbers is supported (not padding='same' strings or other modes)")
     c_out, c_in, kh, kw = layer.weight.shape
     first, second = svd_factors(layer.weight.flatten(1), rank)
-    spatial = nn.Conv2d(c_in, rank, (kh, kw), stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                        bias=False)
+    stride, padding, dilation = (_pair(v) for v in (layer.stride, layer.padding, layer.dilation))
+    spatial = nn.Conv2d(c_in, rank, (kh, kw), stride=stride, padding=padding, dilation=dilation, bias=False)
     pointwise = nn.Conv2d(rank, c_out, 1, bias=layer.bias is not None)
     with torch.no_grad():
         spatial.weight.copy_(first.reshape(rank, c_in, kh, kw))
         pointwise.weight.copy_(second.reshape(c_out, rank, 1, 1))
-        if layer.bias is not None:
+        if layer.bias is not None and pointwise.bias is not None:
             pointwise.bias.copy_(layer.bias)
     return nn.Sequential(spatial, pointwise)
 

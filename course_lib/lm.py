@@ -357,7 +357,7 @@ def bits_per_byte(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], win
     return BPB(float(per.mean()), low, high, len(per), per)
 
 
-def paired_difference(a: BPB, b: BPB, seed: int = 0) -> dict[str, float]:
+def paired_difference(a: BPB, b: BPB, seed: int = 0) -> dict[str, float | str]:
     """``b - a`` in bits per byte on the same windows, with a paired bootstrap interval and a verdict.
 
     Pairing (the same windows for both) removes the variation between
@@ -404,7 +404,7 @@ def generate(model: TinyLM, prompt: bytes, new_tokens: int, temperature: float =
             logits, k, v = model.step(torch.tensor([[nxt]]), k, v)
         else:
             logits = model(torch.tensor([out]))
-    cache = {"keys": k, "values": v, "bytes": 0 if k is None else k.nbytes + v.nbytes}
+    cache = {"keys": k, "values": v, "bytes": 0 if k is None or v is None else k.nbytes + v.nbytes}
     return bytes(out), cache
 
 

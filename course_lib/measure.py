@@ -22,7 +22,7 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,7 +346,7 @@ def measure_latency(
 
 
 def measure_latency_interleaved(
-    targets: dict[str, tuple[nn.Module | Callable[..., Any], Inputs]],
+    targets: Mapping[str, tuple[nn.Module | Callable[..., Any], Inputs]],
     rounds: int = 5,
     repeats: int = 60,
     warmup: int = 10,

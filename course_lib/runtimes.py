@@ -184,7 +184,7 @@ class ExecuTorchRuntime(LoadedModel):
         from course_lib.executorch import executorch_pool_threads
 
         if executorch_pool_threads() != self.threads:
-            raise RuntimeError(f"ExecuTorch's thread pool was changed after {self.path.name} was loaded on "
+            raise RuntimeError(f"ExecuTorch's thread pool was changed after {self.model.path.name} was loaded on "
                                f"{self.threads} thread(s); reload it in a fresh process")
         yield
 
@@ -254,7 +254,8 @@ class LiteRTRuntime(LoadedModel):
 
 _EXECUTORCH_LOADED: dict[str, int | None] = {"threads": None}
 
-_ADAPTERS: dict[str, type[LoadedModel]] = {".pte": ExecuTorchRuntime, ".onnx": OnnxRuntime, ".tflite": LiteRTRuntime}
+_FileRuntime = type[ExecuTorchRuntime] | type[OnnxRuntime] | type[LiteRTRuntime]
+_ADAPTERS: dict[str, _FileRuntime] = {".pte": ExecuTorchRuntime, ".onnx": OnnxRuntime, ".tflite": LiteRTRuntime}
 
 
 def load(path: str | Path, threads: int = 1) -> LoadedModel:

@@ -31,7 +31,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -238,8 +238,19 @@ class SubNet(nn.Sequential):
 
 def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, channels: int) -> torch.Tensor:
     """BatchNorm over the first ``channels`` of ``bn`` (its statistics and affine parameters sliced)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("the supernet's BatchNorm layers must track running statistics")
     return F.batch_norm(x, bn.running_mean[:channels], bn.running_var[:channels], bn.weight[:channels],
                         bn.bias[:channels], bn.training, bn.momentum if bn.momentum is not None else 0.1, bn.eps)
+
+
+def _block_layers(block: nn.Sequential) -> tuple[nn.Conv2d, nn.BatchNorm2d, nn.Conv2d, nn.BatchNorm2d, nn.Conv2d, nn.BatchNorm2d]:
+    """An MBConv's expand conv, BN, depthwise conv, BN, projection conv, BN (its activations skipped), typed."""
+    layers = (block[0], block[1], block[3], block[4], block[6], block[7])
+    kinds = (nn.Conv2d, nn.BatchNorm2d) * 3
+    if not all(isinstance(layer, kind) for layer, kind in zip(layers, kinds, strict=True)):
+        raise TypeError("not an MBConv block: expected conv, BN, act, conv, BN, act, conv, BN")
+    return cast(tuple[nn.Conv2d, nn.BatchNorm2d, nn.Conv2d, nn.BatchNorm2d, nn.Conv2d, nn.BatchNorm2d], layers)
 
 
 class ElasticMBConv(nn.Module):
@@ -257,7 +268,7 @@ class ElasticMBConv(nn.Module):
         self.full = MBConv(c_in, c_out, stride, max_kernel, max_expand)
 
     def forward(self, x: torch.Tensor, kernel: int, expand: int) -> torch.Tensor:
-        expand_conv, bn1, _, dw, bn2, _, project, bn3 = self.full.block
+        expand_conv, bn1, dw, bn2, project, bn3 = _block_layers(self.full.block)
         hidden, crop = self.c_in * expand, (self.max_kernel - kernel) // 2
         out = F.relu6(_bn(F.conv2d(x, expand_conv.weight[:hidden]), bn1, hidden))
         dw_weight = dw.weight[:hidden, :, crop:crop + kernel, crop:crop + kernel]
@@ -269,13 +280,13 @@ class ElasticMBConv(nn.Module):
         """A plain :class:`MBConv` with this block's weights for (kernel, expand) copied in."""
         hidden, crop = self.c_in * expand, (self.max_kernel - kernel) // 2
         block = MBConv(self.c_in, self.c_out, self.stride, kernel, expand)
-        src, dst = self.full.block, block.block
+        src, dst = _block_layers(self.full.block), _block_layers(block.block)
         with torch.no_grad():
             dst[0].weight.copy_(src[0].weight[:hidden])
-            dst[3].weight.copy_(src[3].weight[:hidden, :, crop:crop + kernel, crop:crop + kernel])
-            dst[6].weight.copy_(src[6].weight[:, :hidden])
-            for i, channels in ((1, hidden), (4, hidden), (7, self.c_out)):
-                _copy_bn(src[i], dst[i], channels)
+            dst[2].weight.copy_(src[2].weight[:hidden, :, crop:crop + kernel, crop:crop + kernel])
+            dst[4].weight.copy_(src[4].weight[:, :hidden])
+            for i, channels in ((1, hidden), (3, hidden), (5, self.c_out)):
+                _copy_bn(cast(nn.BatchNorm2d, src[i]), cast(nn.BatchNorm2d, dst[i]), channels)
         return block
 
 
@@ -322,7 +333,8 @@ def extract_subnet(supernet: SuperNet, config: Config) -> SubNet:
     training or calibrating it leaves the supernet untouched.
     """
     modules: list[nn.Module] = [copy.deepcopy(supernet.stem)]
-    modules += [supernet.blocks[s.slot].extract(s.kernel, s.expand) for s in active_blocks(config, supernet.space)]
+    blocks = cast(list[ElasticMBConv], list(supernet.blocks))
+    modules += [blocks[s.slot].extract(s.kernel, s.expand) for s in active_blocks(config, supernet.space)]
     modules.append(copy.deepcopy(supernet.head))
     return SubNet(*modules, resolution=config["resolution"]).eval()
 
@@ -349,7 +361,8 @@ def load_supernet(path: str | Path = DEFAULT_CHECKPOINT) -> tuple[SuperNet, dict
     if not path.exists():
         raise FileNotFoundError(f"no supernet checkpoint at {path}; train one with `python -m course_lib supernet`")
     saved = torch.load(path, weights_only=True)
-    space = SearchSpace(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["space"].items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["space"].items()}
+    space = SearchSpace(**fields)
     supernet = SuperNet(space, saved["in_channels"], saved["num_classes"])
     supernet.load_state_dict(saved["state_dict"])
     return supernet.eval(), saved["meta"]
@@ -629,9 +642,15 @@ def evolutionary_search(
             break
         elite = pool[:parents]
         n_mutants = (population - parents) // 2
-        mutants = [child(lambda e=elite: space.mutate(rng.choice(e), rng, mutate_prob)) for _ in range(n_mutants)]
-        crosses = [child(lambda e=elite: space.crossover(*(rng.sample(e, 2) if parents > 1 else e * 2), rng))
-                   for _ in range(population - parents - n_mutants)]
+        def mutant(e: list[Config] = elite) -> Config:
+            return space.mutate(rng.choice(e), rng, mutate_prob)
+
+        def cross(e: list[Config] = elite) -> Config:
+            a, b = rng.sample(e, 2) if parents > 1 else (e[0], e[0])
+            return space.crossover(a, b, rng)
+
+        mutants = [child(mutant) for _ in range(n_mutants)]
+        crosses = [child(cross) for _ in range(population - parents - n_mutants)]
         pool = elite + mutants + crosses
     best = pool[0]
     return SearchResult(best, score(best)[0], latency_ms(best), best_per_generation, len(cache))

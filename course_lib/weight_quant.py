@@ -56,7 +56,8 @@ class GroupQuant:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.codes.shape)  # type: ignore[return-value]
+        rows, cols = self.codes.shape
+        return int(rows), int(cols)
 
     @property
     def nbytes(self) -> int:
@@ -195,7 +196,7 @@ def model_weight_bytes(model: nn.Module, bits: int | None, group_size: int | Non
         return WeightReport(0, fp32, fp32)
     q_bytes = q_params = 0
     for layer in linear_layers(model).values():
-        shape = tuple(layer.weight.shape)
+        shape = (int(layer.weight.shape[0]), int(layer.weight.shape[1]))
         q_bytes += group_quant_bytes(shape, group_size or shape[1], bits)
         q_params += layer.weight.numel()
     return WeightReport(q_bytes, fp32 - 4 * q_params, fp32)

@@ -78,13 +78,18 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check course_lib tests
 	$(BIN)/python -m mypy course_lib
 
+# With several workers on a small machine, each gets one thread (torch, TensorFlow via course_lib.setup, OpenMP):
+# two notebooks side by side on 2 cores must not oversubscribe them, or one notebook's training lands inside the
+# other's timing and a speed claim fails for a reason that is not the model's. Stored outputs do not depend on it.
+TEST_ENV = $(if $(filter 1,$(JOBS)),,COURSE_LIB_MAX_THREADS=1 OMP_NUM_THREADS=1)
+
 # Lint, then library tests and every lecture notebook (nbval), two workers; a notebook's cells stay in one worker.
 test: lint
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # The inner loop: library tests not marked slow, no notebooks (seconds to a minute or two, not ten).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not slow" tests $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not slow" tests $(PYTEST_ARGS)
 
 # Another supported Python in its own venv: install the pins, then the quick tests and lecture 00 (nbval).
 # e.g. make check-python PYTHON=python3.12  (or PYTHON=/path/to/python3.13)

@@ -1,6 +1,8 @@
-"""Shared test fixtures. Tests run on the CPU with fixed seeds and two threads."""
+"""Shared test fixtures. Tests run on the CPU with fixed seeds and two threads (one under `make test`'s cap)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -24,10 +26,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+# `make test` caps each worker at one thread when workers share the cores (COURSE_LIB_MAX_THREADS).
+_CAP = os.environ.get("COURSE_LIB_MAX_THREADS", "")
+TEST_THREADS = min(2, int(_CAP)) if _CAP.isdigit() and int(_CAP) >= 1 else 2
+
+
 @pytest.fixture(autouse=True)
 def _two_threads_and_seed():
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(TEST_THREADS)
     torch.manual_seed(0)
     yield
     torch.set_num_threads(previous)

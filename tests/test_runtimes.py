@@ -33,6 +33,7 @@ def test_eager_and_file_take_the_same_input_and_agree(onnx_file, digits):
 def test_interleaved_timing_gives_spreads_ratios_and_wrapper_cost(onnx_file, digits):
     model, path = onnx_file
     models = {"eager": runtimes.wrap(model), "onnx": runtimes.load(path)}
+    torch.set_num_threads(2)  # whatever the suite's cap: timing on one thread must restore it
     timings = runtimes.time_interleaved(models, digits.x_test[:1], rounds=3, repeats=5, warmup=2, wrapper=True)
     for timing in timings.values():
         assert len(timing.round_medians_ms) == 3 and timing.threads == 1 and timing.batch_size == 1

@@ -656,6 +656,37 @@ def evolutionary_search(
     return SearchResult(best, score(best)[0], latency_ms(best), best_per_generation, len(cache))
 
 
+def random_search(
+    space: SearchSpace, fitness: Callable[[Config], Any], latency_ms: Callable[[Config], float], budget_ms: float,
+    evaluations: int, seed: int = 0, max_draws: int = 10_000,
+) -> SearchResult:
+    """The baseline any search must beat: ``evaluations`` distinct random configs within the budget, the fittest kept.
+
+    Give it the same number of evaluations an :func:`evolutionary_search`
+    used (its ``evaluated``): then the two differ only in *which* configs they
+    looked at. ``best_per_generation`` holds the best fitness after each
+    evaluation (the curve to compare with evolution's).
+    """
+    if not isinstance(evaluations, int) or evaluations < 1:
+        raise ValueError(f"evaluations must be a positive integer, got {evaluations!r}")
+    rng = random.Random(seed)
+    seen: dict[tuple, tuple[Config, Any]] = {}
+    best_so_far: list[Any] = []
+    for _ in range(max_draws):
+        if len(seen) == evaluations:
+            break
+        config = sample_under_budget(space, latency_ms, budget_ms, rng)
+        key = config_key(config, space)
+        if key in seen:
+            continue
+        seen[key] = (config, fitness(config))
+        best_so_far.append(max(value for _, value in seen.values()))
+    else:
+        raise ValueError(f"found only {len(seen)} distinct configs within the budget in {max_draws} draws")
+    best, value = max(seen.values(), key=lambda item: (item[1], -latency_ms(item[0])))
+    return SearchResult(best, value, latency_ms(best), best_so_far, len(seen))
+
+
 def train_default_supernet(path: str | Path = DEFAULT_CHECKPOINT, epochs: int = 15, seed: int = 0,
                            progress: bool = True) -> Path:
     """Train the lecture's supernet on the digits (default space) and save it: what ``python -m course_lib supernet`` runs.

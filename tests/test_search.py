@@ -198,3 +198,14 @@ def test_search_accepts_a_tuple_fitness_compared_in_order():
     result = search.evolutionary_search(TINY, coarse, _toy_latency, 2.0, population=8, generations=4, parents=3, seed=0)
     plain = search.evolutionary_search(TINY, _toy_fitness, _toy_latency, 2.0, population=8, generations=4, parents=3, seed=0)
     assert result.fitness[1] == plain.fitness and _toy_latency(result.best) <= 2.0
+
+
+def test_random_search_is_the_equal_budget_baseline():
+    budget = 2.0
+    result = search.random_search(TINY, _toy_fitness, _toy_latency, budget, evaluations=6, seed=0)
+    assert result.evaluated == 6 and len(result.best_per_generation) == 6
+    assert result.latency_ms <= budget and result.fitness == max(result.best_per_generation)
+    assert list(result.best_per_generation) == sorted(result.best_per_generation)  # best so far never falls
+    assert search.random_search(TINY, _toy_fitness, _toy_latency, budget, evaluations=6, seed=0).best == result.best
+    with pytest.raises(ValueError, match="evaluations"):
+        search.random_search(TINY, _toy_fitness, _toy_latency, budget, evaluations=0)

@@ -31,7 +31,6 @@ SITE_LANGUAGES = ("en", *i18n.LANGUAGES)
 LANGUAGE_NAMES = {"en": "English", "ko": "한국어"}
 #: The README each language's landing page takes its course map from, and that section's heading.
 LANDING = {"en": ("README.md", "## Course map"), "ko": ("README.ko.md", "## 강의 지도")}
-MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full"
 PAGE_TEXT = {
     "en": {"lectures": "Lectures", "exercises": "Exercises", "results": "Results",
            "slides": "Slides: `make slides` builds one reveal.js deck per lecture into `build/slides/`."},
@@ -232,7 +231,7 @@ def build_slides(root: Path, out: Path, languages: tuple[str, ...] = SITE_LANGUA
     exporter = SlidesExporter(extra_template_basedirs=[str(site_config_dir(root)), *_nbconvert_templates()],
                               extra_template_paths=_nbconvert_templates(), template_name="course_slides",
                               reveal_url_prefix="../assets/reveal", reveal_theme="white", reveal_scroll=True,
-                              mathjax_url=f"../assets/mathjax/MathJax.js?config={MATHJAX_CONFIG}")
+                              mathjax_url="../assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full")
     written = []
     lectures = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     for lang in languages:

@@ -39,9 +39,12 @@ html_show_sourcelink = False
 # MathJax 2.7 from the staging folder's _mathjax/mathjax/ (copied there from jupyter-server-mathjax by
 # course_lib.publish, which passes the folder in COURSE_SITE_EXTRA): it lands at <out>/mathjax/ (mathjax_path is relative to _static). No CDN.
 html_extra_path = [os.environ["COURSE_SITE_EXTRA"]] if os.environ.get("COURSE_SITE_EXTRA") else []
+# HTML-CSS output with the STIX-Web fonts (the only ones the package ships, as Jupyter's own MathJax setup
+# uses). Its "MathJax_Blank" placeholder font points at url('about:blank'), which Chromium reports as a CORS
+# console error on every page with math; a local() source does the same job without a request.
 mathjax_path = "../mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]], "processEscapes": True},
-                   "showMathMenu": False, "messageStyle": "none",
-                   # the package ships only the STIX-Web fonts (as Jupyter's own MathJax setup uses)
                    "HTML-CSS": {"availableFonts": ["STIX-Web"], "preferredFont": "STIX-Web", "webFont": "STIX-Web",
-                                "imageFont": None}}
+                                "imageFont": None,
+                                "styles": {"@font-face": {"font-family": "MathJax_Blank", "src": "local('MathJax_Blank')"}}},
+                   "showMathMenu": False, "messageStyle": "none"}

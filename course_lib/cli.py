@@ -222,8 +222,9 @@ def grade_command(
     canary: bool = True,
     scheduler: str | None = None,
     unsafe_same_user: bool = False,
+    lang: str = "en",
 ) -> int:
-    """Grade submissions; print a summary table.
+    """Grade submissions; print a summary table. ``lang``: the language of the learners' feedback files.
 
     Exit code: 0 when every submission was graded (whatever the scores, and even when a submission
     crashed or timed out: that is the learner's result); 1 when the grader itself failed (broken
@@ -264,7 +265,7 @@ def grade_command(
     limits = Limits(timeout_s=timeout, memory_bytes=memory_mb << 20)
     out_dir = Path(out)
     try:
-        results = grader.grade_batch(submissions, source_path, out_dir, jobs=jobs, limits=limits, canary=canary,
+        results = grader.grade_batch(submissions, source_path, out_dir, jobs=jobs, limits=limits, canary=canary, lang=lang,
                                      scheduler=scheduler, unsafe_same_user=unsafe_same_user)
     except grader.SourceError as exc:
         print(f"error: the source notebook is broken, nothing was graded: {exc}", file=sys.stderr)
@@ -416,7 +417,8 @@ def _grade(args: argparse.Namespace) -> int:
         args.parser.error(f"--scheduler must look like tcp://HOST:PORT, got {args.scheduler!r}")
     try:
         return grade_command(args.paths, args.source, args.out, args.jobs or 1, args.timeout, args.memory_mb,
-                             canary=not args.no_canary, scheduler=args.scheduler, unsafe_same_user=args.unsafe_same_user)
+                             canary=not args.no_canary, scheduler=args.scheduler, unsafe_same_user=args.unsafe_same_user,
+                             lang=args.lang)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -552,6 +554,8 @@ def build_parser(prog: str = "course-lib") -> argparse.ArgumentParser:
     p_grade.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                          help="grade on a Dask cluster (workers started with the course's environment) instead of "
                               "--jobs local processes")
+    p_grade.add_argument("--lang", default="en", choices=["en", "ko"],
+                         help="language of the feedback files' own words (default en; ko: Korean)")
     p_grade.set_defaults(func=_grade, parser=p_grade)
 
     p_rep = sub.add_parser("report", help="run the capstone pipeline headless; write results/ (table, JSON, plot)")

@@ -108,3 +108,18 @@ def test_hash_is_sha256_of_the_joined_utf8_source():
     import hashlib
 
     assert i18n.source_sha256(i18n.source_text(cell)) == hashlib.sha256("가지치기\nline".encode()).hexdigest()
+
+
+def test_grader_feedback_in_korean_uses_the_one_string_table():
+    from course_lib.grading import grader
+    from course_lib.grading.messages import FEEDBACK, feedback_text
+
+    assert set(FEEDBACK["ko"]) == set(FEEDBACK["en"]), "every feedback string needs its Korean version"
+    result = grader.grader_error("kim", "kim.ipynb", "00_measuring_models", [], RuntimeError("boom"))
+    result.cell_errors = [{"index": 3, "error": "NameError"}]
+    korean = grader.feedback_markdown(result, "ko")
+    assert korean.startswith("# 피드백: kim · 00_measuring_models") and "**점수: 0 / 0**" in korean
+    assert "## 오류가 난 여러분의 셀" in korean and "코드 셀 3: NameError" in korean
+    assert grader.feedback_markdown(result).startswith("# Feedback: kim")
+    with pytest.raises(ValueError, match="'fr' is not available"):
+        feedback_text("fr", "hint")

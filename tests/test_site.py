@@ -78,8 +78,10 @@ class Page:
                      if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
 
     def open(self, path: str) -> None:
+        """Load a page and let MathJax finish (leaving earlier would abort its font requests)."""
         self.problems.clear()
         self.page.goto(f"{self.base}/{path}", wait_until="load")
+        self.page.wait_for_function("!window.MathJax || (MathJax.isReady && MathJax.Hub.queue.pending === 0)", timeout=20000)
 
     def wait_for_math(self) -> int:
         """Wait until MathJax has typeset the page; return how many formulas it rendered."""

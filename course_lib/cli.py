@@ -10,7 +10,11 @@
   cache it in ``checkpoints/tiny_lm.pt`` (300 steps; 59 min measured on a heavily loaded 2-core machine);
 * ``report`` - the capstone's measured pipeline end to end, without the
   notebook: ``results/summary.json`` / ``summary.md`` / ``tradeoffs.png``
-  and the README's results table rendered from that JSON.
+  and the README's results table rendered from that JSON;
+* ``site`` / ``slides`` - the website and the reveal.js decks, English and Korean, from the
+  notebooks' stored outputs (:mod:`course_lib.publish`);
+* ``i18n status|stub|accept`` - the translations' state and the translators' workflow
+  (:mod:`course_lib.i18n`).
 
 Commands that read or write the course's folders work on the checkout found
 from the current directory, or the one given with ``--repo DIR``

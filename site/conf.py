@@ -47,4 +47,8 @@ mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [[
                    "HTML-CSS": {"availableFonts": ["STIX-Web"], "preferredFont": "STIX-Web", "webFont": "STIX-Web",
                                 "imageFont": None,
                                 "styles": {"@font-face": {"font-family": "MathJax_Blank", "src": "local('MathJax_Blank')"}}},
+                   # The hidden MathML kept for screen readers is styled with TeX web fonts the package does not
+                   # ship (\\mathcal asks for MathJax_Script-Regular.otf: a 404): point those variants at STIX.
+                   "NativeMML": {"styles": {f'[mathvariant="{variant}"]': {"font-family": "STIXGeneral, serif"}
+                                            for variant in ("script", "bold-script", "fraktur", "bold-fraktur", "double-struck")}},
                    "showMathMenu": False, "messageStyle": "none"}

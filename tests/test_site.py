@@ -159,7 +159,7 @@ def test_every_deck_presents_with_slides_code_and_outputs(browser, server):
     tab.open("slides/en/05_quantization_pytorch.slides.html")
     tab.page.wait_for_function("window.Reveal && Reveal.isReady()", timeout=20000)
     tab.page.keyboard.press("ArrowRight")
-    tab.page.wait_for_timeout(300)
+    tab.page.wait_for_timeout(1000)  # the slide transition
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     tab.page.screenshot(path=str(ARTEFACTS / "slides_05_quantization_pytorch.png"))
     tab.page.locator("a.course-lang-switch").click()

@@ -18,7 +18,8 @@ PYTEST_ARGS ?=
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup course course-headless report lm-train bench lint test test-fast check-python doctor exercises grade bench-grading clean-venv
+
+.PHONY: help setup course site slides browser i18n-status course-headless report lm-train bench lint test test-fast check-python doctor exercises grade bench-grading clean-venv
 
 help:
 	@echo "make course           set up .venv and open the lectures in JupyterLab"
@@ -33,6 +34,9 @@ help:
 	@echo "make doctor           versions, CPU, threads, and which runtimes import"
 	@echo "make exercises        regenerate exercises/ from solutions/"
 	@echo "make grade SUBMISSIONS=folder [JOBS=2]   grade a folder of submissions into grades/"
+	@echo "make site             build the course website (English and Korean) into build/site/ (open build/site/index.html)"
+	@echo "make slides           build a reveal.js deck per lecture (English and Korean) into build/slides/"
+	@echo "make i18n-status      how far the Korean translation is: translated / stale / missing cells per notebook"
 	@echo "make setup            only create .venv and install (done by the targets above)"
 
 # Re-installs only when the pins or the package's declaration change.
@@ -50,9 +54,20 @@ LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 $(LAB_OVERRIDES): jupyter/overrides.json | $(STAMP)
 	install -D -m 644 $< $@
 
-setup: $(STAMP) $(LAB_OVERRIDES)
+# The browser test drives the system's Chromium (Debian's package; playwright downloads no browser here) and
+# needs a Korean font to render the Korean pages. Installed with apt-get when missing (as root), else explained.
+BROWSER_PACKAGES := chromium fonts-nanum
+browser:
+	@if command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi nanum; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing $(BROWSER_PACKAGES) from the system's packages (the site's browser test uses them) ..."; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES); } \
+	    || echo "note: installing $(BROWSER_PACKAGES) failed; the site's browser test will be skipped"; \
+	else echo "note: the site's browser test needs Chromium and a Korean font: sudo apt-get install $(BROWSER_PACKAGES) (it is skipped without them)"; fi
 
-course: $(STAMP) $(LAB_OVERRIDES)
+setup: $(STAMP) $(LAB_OVERRIDES) browser
+
+course: $(STAMP) $(LAB_OVERRIDES) browser
 	$(BIN)/python -m jupyter lab $(LAB_FLAGS) notebooks/
 
 # Every lecture in order, then the capstone's measured pipeline into results/ (and the README's table).
@@ -84,7 +99,7 @@ lint: $(STAMP)
 TEST_ENV = $(if $(filter 1,$(JOBS)),,COURSE_LIB_MAX_THREADS=1 OMP_NUM_THREADS=1)
 
 # Lint, then library tests and every lecture notebook (nbval), two workers; a notebook's cells stay in one worker.
-test: lint
+test: lint browser
 	$(TEST_ENV) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # The inner loop: library tests not marked slow, no notebooks (seconds to a minute or two, not ten).
@@ -99,6 +114,18 @@ check-python:
 	$(CHECK_VENV)/bin/python -c 'import platform; print("Python", platform.python_version())'
 	$(CHECK_VENV)/bin/course-lib --version
 	$(CHECK_VENV)/bin/python -m pytest -n $(JOBS) --dist loadfile -m "not slow" tests notebooks/00_measuring_models.ipynb $(PYTEST_ARGS)
+
+# The website and the slides from the notebooks' stored outputs (nothing is executed), offline, both languages.
+site: $(STAMP)
+	$(BIN)/python -m course_lib site --out build/site
+	@echo "open build/site/index.html in a browser (or: $(BIN)/python -m http.server -d build/site 8000)"
+
+slides: $(STAMP)
+	$(BIN)/python -m course_lib slides --out build/slides
+	@echo "open build/slides/index.html; in a deck press s for the speaker view, f for full screen"
+
+i18n-status: $(STAMP)
+	$(BIN)/python -m course_lib i18n status
 
 clean-venv:
 	rm -rf $(VENV)

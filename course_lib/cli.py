@@ -10,7 +10,11 @@
   cache it in ``checkpoints/tiny_lm.pt`` (300 steps; 59 min measured on a heavily loaded 2-core machine);
 * ``report`` - the capstone's measured pipeline end to end, without the
   notebook: ``results/summary.json`` / ``summary.md`` / ``tradeoffs.png``
-  and the README's results table rendered from that JSON.
+  and the README's results table rendered from that JSON;
+* ``site`` / ``slides`` - the website and the reveal.js decks, English and Korean, from the
+  notebooks' stored outputs (:mod:`course_lib.publish`);
+* ``i18n status|stub|accept`` - the translations' state and the translators' workflow
+  (:mod:`course_lib.i18n`).
 
 Commands that read or write the course's folders work on the checkout found
 from the current directory, or the one given with ``--repo DIR``
@@ -222,8 +226,9 @@ def grade_command(
     canary: bool = True,
     scheduler: str | None = None,
     unsafe_same_user: bool = False,
+    lang: str = "en",
 ) -> int:
-    """Grade submissions; print a summary table.
+    """Grade submissions; print a summary table. ``lang``: the language of the learners' feedback files.
 
     Exit code: 0 when every submission was graded (whatever the scores, and even when a submission
     crashed or timed out: that is the learner's result); 1 when the grader itself failed (broken
@@ -264,7 +269,7 @@ def grade_command(
     limits = Limits(timeout_s=timeout, memory_bytes=memory_mb << 20)
     out_dir = Path(out)
     try:
-        results = grader.grade_batch(submissions, source_path, out_dir, jobs=jobs, limits=limits, canary=canary,
+        results = grader.grade_batch(submissions, source_path, out_dir, jobs=jobs, limits=limits, canary=canary, lang=lang,
                                      scheduler=scheduler, unsafe_same_user=unsafe_same_user)
     except grader.SourceError as exc:
         print(f"error: the source notebook is broken, nothing was graded: {exc}", file=sys.stderr)
@@ -416,7 +421,8 @@ def _grade(args: argparse.Namespace) -> int:
         args.parser.error(f"--scheduler must look like tcp://HOST:PORT, got {args.scheduler!r}")
     try:
         return grade_command(args.paths, args.source, args.out, args.jobs or 1, args.timeout, args.memory_mb,
-                             canary=not args.no_canary, scheduler=args.scheduler, unsafe_same_user=args.unsafe_same_user)
+                             canary=not args.no_canary, scheduler=args.scheduler, unsafe_same_user=args.unsafe_same_user,
+                             lang=args.lang)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -443,6 +449,75 @@ def _report(args: argparse.Namespace) -> int:
             args.parser.error("--render-only measures nothing, so there are no artefacts to --keep-artefacts")
         return render_command(args.out)
     return report_command(args.out, args.keep_artefacts)
+
+
+def site_command(out: str, languages: list[str], jobs: int) -> int:
+    """Build the website from the notebooks' stored outputs (``make site``)."""
+    from course_lib import publish
+
+    root = repository()
+    target = (root / out) if not Path(out).is_absolute() else Path(out)
+    try:
+        publish.build_site(root, target, tuple(languages), jobs=jobs)
+    except (publish.PublishError, i18n_errors()) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    remote = publish.external_references(target)
+    if remote:
+        print("error: the built pages load assets from the network:\n  " + "\n  ".join(remote[:20]), file=sys.stderr)
+        return 1
+    print(f"site: {target / 'index.html'} ({', '.join(languages)})")
+    return 0
+
+
+def slides_command(out: str, languages: list[str]) -> int:
+    """Build one reveal.js deck per lecture and language (``make slides``)."""
+    from course_lib import publish
+
+    root = repository()
+    target = (root / out) if not Path(out).is_absolute() else Path(out)
+    try:
+        decks = publish.build_slides(root, target, tuple(languages))
+    except (publish.PublishError, i18n_errors()) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"slides: {len(decks)} decks under {target} ({', '.join(languages)}); open {target / 'index.html'}")
+    return 0
+
+
+def i18n_errors() -> type[Exception]:
+    from course_lib.i18n import TranslationError
+
+    return TranslationError
+
+
+def i18n_command(action: str, notebooks: list[str], cells: list[str], lang: str, list_missing: bool) -> int:
+    """``i18n status`` / ``i18n stub NOTEBOOK...`` / ``i18n accept NOTEBOOK CELL...``."""
+    from course_lib import i18n
+
+    root = repository()
+    try:
+        if action == "status":
+            statuses = [i18n.check(root / nb, root, lang)[0] for nb in notebooks] if notebooks else i18n.status_all(root, lang)
+            print(i18n.format_status(statuses, list_missing=list_missing))
+            return 1 if any(s.stale for s in statuses) else 0
+        if action == "stub":
+            if not notebooks:
+                print("error: name the notebooks to stub, e.g. notebooks/00_measuring_models.ipynb", file=sys.stderr)
+                return 2
+            for nb in notebooks:
+                path, added = i18n.stub(Path(nb).resolve(), root, lang)
+                print(f"{path.relative_to(root)}: {added} cell(s) added for translation")
+            return 0
+        if len(notebooks) != 1 or not cells:
+            print("error: usage: i18n accept NOTEBOOK CELL_KEY [CELL_KEY ...]", file=sys.stderr)
+            return 2
+        path = i18n.accept(Path(notebooks[0]).resolve(), root, cells, lang)
+        print(f"{path.relative_to(root)}: {len(cells)} translation(s) marked as matching the current English text")
+        return 0
+    except (i18n.TranslationError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser(prog: str = "course-lib") -> argparse.ArgumentParser:
@@ -483,6 +558,8 @@ def build_parser(prog: str = "course-lib") -> argparse.ArgumentParser:
     p_grade.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                          help="grade on a Dask cluster (workers started with the course's environment) instead of "
                               "--jobs local processes")
+    p_grade.add_argument("--lang", default="en", choices=["en", "ko"],
+                         help="language of the feedback files' own words (default en; ko: Korean)")
     p_grade.set_defaults(func=_grade, parser=p_grade)
 
     p_rep = sub.add_parser("report", help="run the capstone pipeline headless; write results/ (table, JSON, plot)")
@@ -503,6 +580,26 @@ def build_parser(prog: str = "course-lib") -> argparse.ArgumentParser:
     p_lm.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     p_lm.add_argument("--out", help="checkpoint path (default: checkpoints/tiny_lm.pt in the repository)")
     p_lm.set_defaults(func=_lm_train, parser=p_lm)
+
+    languages = ["en", "ko"]
+    p_site = sub.add_parser("site", help="build the course website (stored outputs, no execution) into build/site")
+    p_site.add_argument("--out", default="build/site", help="output folder (default build/site)")
+    p_site.add_argument("--lang", nargs="+", default=languages, choices=languages, help="languages to build (default: all)")
+    p_site.add_argument("--jobs", type=int, default=2, help="Sphinx worker processes (default 2)")
+    p_site.set_defaults(func=lambda args: site_command(args.out, args.lang, args.jobs))
+
+    p_slides = sub.add_parser("slides", help="build a reveal.js deck per lecture into build/slides")
+    p_slides.add_argument("--out", default="build/slides", help="output folder (default build/slides)")
+    p_slides.add_argument("--lang", nargs="+", default=languages, choices=languages, help="languages to build (default: all)")
+    p_slides.set_defaults(func=lambda args: slides_command(args.out, args.lang))
+
+    p_i18n = sub.add_parser("i18n", help="translations: status, stub (prepare a file for a translator), accept (after updating)")
+    p_i18n.add_argument("action", choices=["status", "stub", "accept"])
+    p_i18n.add_argument("notebook", nargs="*", help="status/stub: notebooks (default for status: all); accept: one notebook")
+    p_i18n.add_argument("--cell", nargs="+", default=[], metavar="KEY", help="accept: the cell keys whose translations were updated")
+    p_i18n.add_argument("--lang", default="ko", help="translation language (default ko)")
+    p_i18n.add_argument("--missing", action="store_true", help="status: also list the untranslated cells")
+    p_i18n.set_defaults(func=lambda args: i18n_command(args.action, args.notebook, args.cell, args.lang, args.missing))
     return parser
 
 

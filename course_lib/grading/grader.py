@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from course_lib.grading import checks, protocol, snapshot, trust
+from course_lib.grading.messages import feedback_text
 from course_lib.grading.sandbox import Limits, StudentGone, StudentProcess
 
 BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -491,14 +492,18 @@ def valid_cell_errors(errors: Any) -> tuple[list[tuple[int, str]], int]:
     return valid, len(errors) - len(valid)
 
 
-def feedback_markdown(result: GradeResult) -> str:
+def feedback_markdown(result: GradeResult, lang: str = "en") -> str:
     """Per-student feedback. Hidden checks: name and result only, never code or expected values.
 
     Every field is treated as untrusted (bounded, type-checked): rendering never raises for what a
-    submission sent, so one submission cannot stop the batch.
+    submission sent, so one submission cannot stop the batch. ``lang``: the grader's own words in that
+    language (``messages.FEEDBACK``); the checks' names, messages and hints are shown as the source wrote them.
     """
-    lines = [f"# Feedback: {_bounded(result.student, 100)} · {_bounded(result.assignment, 100)}", "",
-             f"**Score: {_number(result.score):g} / {_number(result.max_score):g}**", ""]
+    def say(key: str, **values: object) -> str:
+        return feedback_text(lang, key, **values)
+
+    lines = [say("title", student=_bounded(result.student, 100), assignment=_bounded(result.assignment, 100)), "",
+             say("score", score=_number(result.score), max_score=_number(result.max_score)), ""]
     if result.reason:
         lines += [f"> {_bounded(result.reason, MAX_REASON_CHARS)}", ""]
     for cell in result.cells if isinstance(result.cells, list) else []:
@@ -506,20 +511,20 @@ def feedback_markdown(result: GradeResult) -> str:
         for number, check in enumerate(cell.checks, start=1):
             mark = "✓" if check.passed else "✗"
             if check.hidden:
-                lines.append(f"- {mark} hidden test {number}")
+                lines.append(f"- {mark} {say('hidden_test', number=number)}")
             else:
                 detail = "" if check.passed else " — " + _bounded(check.message, MAX_DETAIL_CHARS)
-                detail += f" (hint: {_bounded(check.hint, MAX_DETAIL_CHARS)})" if detail and check.hint else ""
+                detail += f" ({say('hint')}: {_bounded(check.hint, MAX_DETAIL_CHARS)})" if detail and check.hint else ""
                 lines.append(f"- {mark} {_bounded(check.name, MAX_DETAIL_CHARS)}{detail}")
         lines.append("")
     errors, malformed = valid_cell_errors(result.cell_errors)
     if errors or malformed:
-        lines.append("## Cells of yours that raised an error")
-        lines += [f"- code cell {index}: {error}" for index, error in errors[:MAX_CELL_ERRORS]]
+        lines.append(say("cell_errors"))
+        lines += ["- " + say("code_cell", index=index, error=error) for index, error in errors[:MAX_CELL_ERRORS]]
         if len(errors) > MAX_CELL_ERRORS:
-            lines.append(f"- … and {len(errors) - MAX_CELL_ERRORS} more")
+            lines.append("- " + say("more_errors", count=len(errors) - MAX_CELL_ERRORS))
         if malformed:
-            lines.append(f"- {malformed} error report(s) from your notebook's process were malformed and left out")
+            lines.append("- " + say("malformed", count=malformed))
         lines.append("")
     return "\n".join(lines)
 
@@ -606,7 +611,7 @@ def grader_error(student: str, submission: str, assignment: str, tests: list[Tes
                        _zero_cells(tests, "not graded"))
 
 
-def finish(outcome: Outcome, source: Path, tests: list[TestCell]) -> tuple[GradeResult, str, list[Any]]:
+def finish(outcome: Outcome, source: Path, tests: list[TestCell], lang: str = "en") -> tuple[GradeResult, str, list[Any]]:
     """One submission's result, feedback and CSV row, inside its own failure boundary.
 
     Whatever the result holds (forged messages, huge strings, wrong types), this returns: a failure
@@ -619,7 +624,7 @@ def finish(outcome: Outcome, source: Path, tests: list[TestCell]) -> tuple[Grade
         if not isinstance(result, GradeResult):
             raise result if isinstance(result, BaseException) else TypeError(f"got {type(result).__name__}")
         result.student, result.submission = student, str(path)  # a cluster worker graded a copy elsewhere
-        feedback, row = feedback_markdown(result), csv_row(result, tests)
+        feedback, row = feedback_markdown(result, lang), csv_row(result, tests)
         # What the caller keeps (and the command line prints) is bounded too.
         result.reason = _bounded(result.reason, MAX_REASON_CHARS)
         result.cell_errors = [{"index": index, "error": error} for index, error in valid_cell_errors(result.cell_errors)[0]]
@@ -628,7 +633,7 @@ def finish(outcome: Outcome, source: Path, tests: list[TestCell]) -> tuple[Grade
         raise
     except Exception as exc:  # noqa: BLE001 - the batch goes on, the reason is recorded
         failed = grader_error(student, str(path), source.stem, tests, exc)
-        return failed, feedback_markdown(failed), csv_row(failed, tests)
+        return failed, feedback_markdown(failed, lang), csv_row(failed, tests)
 
 
 def check_canary(result: GradeResult | BaseException, source: Path) -> None:
@@ -691,6 +696,7 @@ def grade_batch(
     unsafe_same_user: bool = False,
     canary: bool = True,
     scheduler: str | None = None,
+    lang: str = "en",
 ) -> list[GradeResult]:
     """Grade many submissions; write ``grades.csv`` and ``feedback/<student>.md`` into ``out_dir``.
 
@@ -698,7 +704,8 @@ def grade_batch(
     environment and limits, and anything short of full marks raises :class:`CanaryFailed` before
     anything is written. Then every submission, each in its own failure boundary: one submission's
     result, however malformed, never stops the batch. ``scheduler`` (``tcp://HOST:PORT``) grades on
-    a Dask cluster instead of ``jobs`` local threads, with the same CSV and feedback.
+    a Dask cluster instead of ``jobs`` local threads, with the same CSV and feedback. ``lang``: the
+    language of the feedback files' own words (``en`` or ``ko``).
     Raises :class:`GraderFailure` when the grader itself cannot work (nothing trustworthy to write), and
     :class:`~course_lib.grading.trust.IsolationUnavailable` (nothing written) where submissions cannot be
     confined, unless ``unsafe_same_user`` (``--unsafe-same-user``).
@@ -707,6 +714,7 @@ def grade_batch(
 
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    feedback_text(lang, "hint")  # an unknown language fails before anything runs
     trust.isolation_mode(unsafe_same_user)
     tests = load_tests(source)  # once, and a broken source fails before any student runs
     limits = limits or Limits()
@@ -726,7 +734,7 @@ def grade_batch(
         feedback_dir = _prepare_output(out_dir)
         outcomes = runner.grade(submissions)
         for outcome in tqdm(outcomes, total=len(submissions), desc="grading", unit="nb", disable=not progress):
-            result, feedback, row = finish(outcome, source, tests)
+            result, feedback, row = finish(outcome, source, tests, lang)
             _write(feedback_dir / f"{_safe_name(result.student)}.md", feedback)
             results.append((result, row))
     results.sort(key=lambda pair: (pair[0].student, pair[0].submission))

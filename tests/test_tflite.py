@@ -100,3 +100,17 @@ def test_xnnpack_can_be_switched_off_and_layer_errors_are_per_layer(keras_model,
     errors = tflite.layer_errors(keras_model, digits.nhwc("train"), samples=10)
     assert {"CONV_2D", "FULLY_CONNECTED"} <= set(errors["op_name"])
     assert (errors["rmse/scale"] >= 0).all() and errors["rmse/scale"].max() < 5
+
+
+def test_grader_reference_files_have_the_io_the_hidden_checks_rely_on():
+    """Exercise 06's hidden checks need an int8 file on another input range and a float file (scale 0, zero point 0)."""
+    from course_lib import tflite
+    from course_lib.grading import reference, trusted
+
+    narrow = tflite.io_quantization(trusted.grader_file(reference.REFERENCE_INT8))["input"]
+    wide = tflite.io_quantization(trusted.grader_file(reference.REFERENCE_INT8_WIDE))["input"]
+    assert narrow["dtype"] == wide["dtype"] == "int8" and wide["scale"] > 10 * narrow["scale"]
+    assert tflite.io_quantization(trusted.grader_file(reference.REFERENCE_FLOAT))["input"] == {
+        "dtype": "float32", "scale": 0.0, "zero_point": 0}
+    facts = trusted.tflite_file(trusted.grader_file(reference.REFERENCE_INT8))
+    assert facts["float_ops"] == 0 and trusted.tflite_file(trusted.grader_file(reference.REFERENCE_FLOAT))["float_ops"] > 0

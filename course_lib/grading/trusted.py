@@ -190,7 +190,8 @@ def sparsity_of(measured: dict[str, Any], layers: list[str] | None = None) -> fl
 
 
 def tflite_file(model: Any, inputs: Any = None) -> dict[str, Any]:
-    """Facts of ``.tflite`` bytes: ``bytes``, ``input`` / ``output`` (dtype, scale, zero point), ``kernels``, ``logits``."""
+    """Facts of ``.tflite`` bytes: ``bytes``, ``input`` / ``output`` (dtype, scale, zero point), ``kernels``,
+    ``float_ops`` (ops reading or writing a float tensor; 0 for full integer), ``logits``."""
     return _measure("tflite", _bytes_of(model, "the .tflite model"), _inputs(inputs))
 
 

@@ -247,7 +247,7 @@ NO_WORK = {
 # What those do-nothing answers score on their own (measured with the grader; a patched library must not add a point).
 NO_WORK_SCORES = {
     "01_lightweight_design": 1.2, "03_pruning_pytorch": 3.6, "04_pruning_keras": 2.93, "05_quantization_pytorch": 0.0,
-    "06_quantization_tflite": 1.0, "09_onnx_roundtrip": 0.57, "10_edge_deployment": 0.0, "12_capstone": 2.0,
+    "06_quantization_tflite": 0.75, "09_onnx_roundtrip": 0.57, "10_edge_deployment": 0.0, "12_capstone": 2.0,
 }
 
 

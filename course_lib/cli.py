@@ -56,6 +56,7 @@ RUNTIMES = [
     ("torchao", "torchao"),
     ("executorch", "executorch.runtime"),
     ("ai-edge-litert", "ai_edge_litert.interpreter"),
+    ("litert-quantizer", "litert_quantizer"),
     ("onnx2torch", "onnx2torch"),
     ("onnx2pytorch", "onnx2pytorch"),
     ("torch-pruning", "torch_pruning"),

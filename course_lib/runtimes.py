@@ -227,15 +227,19 @@ class OnnxRuntime(LoadedModel):
 
 
 class LiteRTRuntime(LoadedModel):
-    """A ``.tflite`` in the LiteRT interpreter with ``threads`` threads; takes NCHW, feeds it NHWC."""
+    """A ``.tflite`` in the LiteRT interpreter with ``threads`` threads; takes NCHW, feeds it NHWC.
+
+    ``xnnpack=False`` runs LiteRT's built-in kernels instead of its default CPU
+    delegate, XNNPACK (to see what the delegate buys).
+    """
 
     framework, format = "litert", ".tflite"
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, xnnpack: bool = True) -> None:
         from course_lib.tflite import LiteRTModel
 
         self.threads = _check_threads(threads)
-        self.model = LiteRTModel(path, threads=threads)
+        self.model = LiteRTModel(path, threads=threads, xnnpack=xnnpack)
         self.path = Path(path)
 
     def runtime_input(self, x: np.ndarray) -> np.ndarray:

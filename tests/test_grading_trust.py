@@ -247,7 +247,7 @@ NO_WORK = {
 # What those do-nothing answers score on their own (measured with the grader; a patched library must not add a point).
 NO_WORK_SCORES = {
     "01_lightweight_design": 1.2, "03_pruning_pytorch": 3.6, "04_pruning_keras": 2.93, "05_quantization_pytorch": 0.0,
-    "06_quantization_tflite": 1.0, "09_onnx_roundtrip": 0.57, "10_edge_deployment": 0.0, "12_capstone": 2.0,
+    "06_quantization_tflite": 0.75, "09_onnx_roundtrip": 0.57, "10_edge_deployment": 0.0, "12_capstone": 2.0,
 }
 
 
@@ -266,6 +266,37 @@ def test_patching_the_library_in_the_submission_earns_nothing(name, tmp_path):
     result = _grade_no_work(name, PATCH_LIBRARY, tmp_path)
     detail = [(c.grade_id, c.earned, [(k.name, k.passed, k.message) for k in c.checks]) for c in result.cells]
     assert result.score == NO_WORK_SCORES[name], (result.score, detail)
+
+
+# Answers that hard-code what the visible checks showed (the reference file's scales and zero points) and do
+# the rest properly: hidden checks on files the learner was not shown must keep them from full marks.
+HARD_CODED = {
+    "06_quantization_tflite": (
+        "input_quantization = lambda b: ('int8', 0.003921568859368563, -128)\n"
+        "def run_int8(b, x):\n"
+        "    from ai_edge_litert.interpreter import Interpreter\n"
+        "    interpreter = Interpreter(model_content=b)\n"
+        "    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]\n"
+        "    interpreter.resize_tensor_input(inp['index'], x.shape)\n"
+        "    interpreter.allocate_tensors()\n"
+        "    interpreter.set_tensor(inp['index'], np.clip(np.round(x / 0.003921568859368563) - 128, -128, 127).astype(np.int8))\n"
+        "    interpreter.invoke()\n"
+        "    return (interpreter.get_tensor(out['index']).astype(np.float32) - 7) * 0.012756729498505592\n"
+        "convert_full_int8 = lambda model, representative: tflite.convert_keras(model, 'int8', representative=representative)"),
+}
+# Their scores (measured with the grader): the hidden checks on a second int8 file and a float file cost them points.
+HARD_CODED_SCORES = {"06_quantization_tflite": 7.25}
+
+
+@pytest.mark.parametrize("name", sorted(HARD_CODED), ids=str)
+def test_hard_coding_the_visible_answers_does_not_earn_full_marks(name, tmp_path):
+    source = SOLUTIONS / f"{name}.ipynb"
+    imports = "import numpy as np\nfrom course_lib import tflite\n"
+    nbformat.write(_with_cell(EXERCISES / source.name, imports + HARD_CODED[name]), tmp_path / "hard_coded.ipynb")
+    result = grader.grade_submission(tmp_path / "hard_coded.ipynb", source, "hard_coded")
+    assert result.status == "graded", result.reason
+    detail = [(c.grade_id, c.earned, [(k.name, k.passed) for k in c.checks]) for c in result.cells]
+    assert result.score == HARD_CODED_SCORES[name] < 10, (result.score, detail)
 
 
 LEAK = '''

@@ -207,14 +207,17 @@ def tflite_facts(model: bytes, inputs: np.ndarray | None = None) -> dict[str, An
             except ValueError:  # not a constant: computed at run time
                 continue
             kernels[str(detail["name"])] = [int((values == 0).sum()), int(values.size)]
+    from course_lib import tflite
+
     facts: dict[str, Any] = {
         "bytes": len(model),
         "input": quantization(interpreter.get_input_details()[0]),
         "output": quantization(interpreter.get_output_details()[0]),
         "kernels": kernels,
+        # ops that read or write a float tensor: 0 for full integer ("no float op left")
+        "float_ops": sum(any(t.startswith("float") for t in op["inputs"] + op["outputs"]) for op in tflite.op_dtypes(bytes(model))),
     }
     if inputs is not None:
-        from course_lib import tflite
 
         facts["logits"] = np.asarray(tflite.predict(bytes(model), np.asarray(inputs, dtype=np.float32)), dtype=np.float64)
     return facts

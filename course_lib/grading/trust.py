@@ -233,7 +233,8 @@ _QUANTIZATION = {"dtype": str, "scale": float, "zero_point": int}
 FACT_SCHEMAS: dict[str, dict[str, Any]] = {
     "torch": {"parameters": int, "is_pruned": bool, "quantize_nodes": int, "sparsity?": float, "macs?": int, "logits?": "array",
               "weighted_ops?": int, "dequantized_weights?": int},
-    "tflite": {"bytes": int, "input": _QUANTIZATION, "output": _QUANTIZATION, "kernels": "kernels", "logits?": "array"},
+    "tflite": {"bytes": int, "input": _QUANTIZATION, "output": _QUANTIZATION, "kernels": "kernels", "float_ops": int,
+               "logits?": "array"},
     "onnx": {"bytes": int, "outputs": "arrays"},
     "artefact": {"bytes": int, "gzip_bytes": int, "logits": "array", "latency_ms": float},
     "capstone": {"format": str, "bytes": int, "gzip_bytes": int, "baseline_gzip_bytes": int, "latency_ms": float,

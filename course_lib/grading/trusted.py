@@ -190,7 +190,8 @@ def sparsity_of(measured: dict[str, Any], layers: list[str] | None = None) -> fl
 
 
 def tflite_file(model: Any, inputs: Any = None) -> dict[str, Any]:
-    """Facts of ``.tflite`` bytes: ``bytes``, ``input`` / ``output`` (dtype, scale, zero point), ``kernels``, ``logits``."""
+    """Facts of ``.tflite`` bytes: ``bytes``, ``input`` / ``output`` (dtype, scale, zero point), ``kernels``,
+    ``float_ops`` (ops reading or writing a float tensor; 0 for full integer), ``logits``."""
     return _measure("tflite", _bytes_of(model, "the .tflite model"), _inputs(inputs))
 
 
@@ -229,6 +230,16 @@ def grader_file(name: str) -> bytes:
     return path.read_bytes()
 
 
+def grader_file_facts(name: str, inputs: Any = None) -> dict[str, Any]:
+    """:func:`tflite_file` facts of a grader-owned reference file (:func:`grader_file`), measured in this process.
+
+    The file is the grader's, not the learner's, so it needs no confined
+    process: measuring it here saves the submission's time budget the cost of
+    starting one (seconds on a loaded machine) per reference check.
+    """
+    return _measure("tflite", grader_file(name), _inputs(inputs), confined=False)
+
+
 def artefact_payload(path: Any) -> dict[str, Any]:
     """The file itself as data (``{"format", "data"}``), for a measurement that needs more than :func:`artefact`."""
     claim = _claim("artefact_files", path)
@@ -238,4 +249,5 @@ def artefact_payload(path: Any) -> dict[str, Any]:
 
 
 __all__ = ["torch_model", "keras_model", "sparsity_of", "tflite_file", "onnx_export", "artefact", "artefact_payload",
+           "grader_file_facts",
            "grader_file"]

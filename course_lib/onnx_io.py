@@ -401,6 +401,45 @@ def ort_optimized_model(source: str | Path, target: str | Path, level: str = "al
     return Path(target)
 
 
+def ort_node_placement(path: str | Path, x: np.ndarray, providers: Sequence[str] = ("CPUExecutionProvider",)) -> dict[str, dict[str, int]]:
+    """Which execution provider ran each node type, read from ORT's own profile of one run on ``x``.
+
+    ``{provider: {op type: nodes}}``. With an accelerator's provider listed
+    first (e.g. ``"XnnpackExecutionProvider"``, ``"CoreMLExecutionProvider"``
+    in builds that have them) the nodes it cannot take fall back to the next
+    one; this shows where.
+    """
+    import json
+
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ValueError(f"this onnxruntime build has no {missing}; it has {available}")
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=list(providers))
+    session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
+    profile = Path(session.end_profiling())
+    try:
+        events = json.loads(profile.read_text())
+    finally:
+        profile.unlink(missing_ok=True)
+    placement: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    seen: set[str] = set()
+    for event in events:
+        args = event.get("args", {})
+        if event.get("cat") == "Node" and "provider" in args and event.get("name", "").endswith("_kernel_time"):
+            node = event["name"][: -len("_kernel_time")]
+            if node not in seen:
+                seen.add(node)
+                placement[args["provider"]][args.get("op_name", "?")] += 1
+    return {provider: dict(counts) for provider, counts in placement.items()}
+
+
 # --- ONNX Runtime quantization ---------------------------------------------------------------------
 
 

@@ -75,7 +75,24 @@ def main(fmt, path, input_path, threads):
     print(json.dumps({
         "import_ms": 1000 * (t1 - t0), "load_ms": 1000 * (t2 - t1), "first_call_ms": 1000 * (t3 - t2),
         "peak_rss_bytes": peak, "runtime_peak_bytes": max(0, peak - before),
+        "runtime_library_bytes": _mapped_library_bytes(_PACKAGES[fmt]),
     }))
+
+
+#: The Python package whose native libraries make up each runtime here.
+_PACKAGES = {".tflite": "ai_edge_litert", ".onnx": "onnxruntime", ".pte": "executorch"}
+
+
+def _mapped_library_bytes(package):
+    """Bytes of the runtime package's shared libraries this process actually mapped (``/proc/self/maps``)."""
+    marker = os.sep + package + os.sep
+    files = set()
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and marker in parts[5] and ".so" in parts[5]:
+                files.add(parts[5].strip())
+    return sum(os.path.getsize(f) for f in files if os.path.isfile(f))
 
 
 if __name__ == "__main__":

@@ -87,23 +87,32 @@ def measure_pytorch(
     return record
 
 
-def build_artefacts(model: nn.Module, split: Any, folder: str | Path, int8: bool = True, calibration_images: int = 256) -> dict[str, Path]:
+def build_artefacts(
+    model: nn.Module, split: Any, folder: str | Path, int8: bool = True, calibration_images: int = 256,
+    lowering: dict[str, Any] | None = None,
+) -> dict[str, Path]:
     """Build the deployable artefacts of one trained :class:`~course_lib.models.SmallCNN`.
 
     fp32 and (with ``int8``) int8 versions of: ExecuTorch ``.pte`` (PT2E +
     XNNPACK), ONNX (dynamo export; ORT static QDQ) and LiteRT ``.tflite`` (the
     Keras twin with the same weights; full-integer conversion). Calibration
     uses the first ``calibration_images`` training images for all three.
+    With ``lowering`` (a dict), each ``.pte``'s
+    :class:`~course_lib.executorch.LoweringReport` is stored in it under the
+    artefact's name.
     """
     from course_lib import onnx_io, quantize, tflite
+    from course_lib.executorch import lower_executorch
     from course_lib.models.keras_twin import keras_twin_of
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     calibration = np.ascontiguousarray(split.x_train[:calibration_images])
     example = torch.as_tensor(calibration[:32])
+    reports = lowering if lowering is not None else {}
+    reports["ExecuTorch fp32"] = lower_executorch(model, example, folder / "model_fp32.pte")
     artefacts = {
-        "ExecuTorch fp32": export_executorch(model, example, folder / "model_fp32.pte"),
+        "ExecuTorch fp32": reports["ExecuTorch fp32"].path,
         "ONNX Runtime fp32": onnx_io.export_onnx(model, example, folder / "model_fp32.onnx"),
     }
     twin = keras_twin_of(model)
@@ -113,7 +122,8 @@ def build_artefacts(model: nn.Module, split: Any, folder: str | Path, int8: bool
     if int8:
         batches = [torch.as_tensor(calibration[i : i + 64]) for i in range(0, len(calibration), 64)]
         quantized = quantize.static_quantize(model, example, batches)
-        artefacts["ExecuTorch int8"] = export_executorch(quantized, example, folder / "model_int8.pte")
+        reports["ExecuTorch int8"] = lower_executorch(quantized, example, folder / "model_int8.pte")
+        artefacts["ExecuTorch int8"] = reports["ExecuTorch int8"].path
         artefacts["ONNX Runtime int8"] = onnx_io.ort_quantize_static(
             artefacts["ONNX Runtime fp32"], folder / "model_int8.onnx", calibration
         )

@@ -2,22 +2,69 @@
 
 ExecuTorch replaces PyTorch Mobile (and TorchScript on devices): a model is
 captured with ``torch.export``, lowered to the Edge dialect, the supported
-parts are delegated to a backend (XNNPACK for CPUs), and the result is a
-flatbuffer ``.pte`` that a small C++ runtime executes — the same file on
-Android, iOS, Linux and microcontrollers. Here we run it with ExecuTorch's
-Python bindings of that runtime. The course's common interface to it (and
+parts are delegated to a backend, and the result is a flatbuffer ``.pte``
+that a small C++ runtime executes. A ``.pte`` is backend-specific: the
+XNNPACK-delegated files built here run wherever the runtime is built with
+XNNPACK (Android, iOS, Linux, macOS, Windows on Arm or x86 CPUs); a
+microcontroller needs a different lowering (the Arm Cortex-M / Ethos-U
+backends), and Core ML, QNN or Vulkan delegates embed their own compiled
+payloads. Here we run it with ExecuTorch's Python bindings of that runtime. The course's common interface to it (and
 to the other runtimes) is :mod:`course_lib.runtimes`.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class LoweringReport:
+    """What the XNNPACK partitioner took, and the memory ExecuTorch planned ahead of time, for one ``.pte``.
+
+    ``delegated_subgraphs`` / ``delegated_nodes``: parts handed to XNNPACK;
+    ``fallback_ops``: operators left to ExecuTorch's portable kernels (with
+    counts; ``getitem`` and ``sym_size`` are bookkeeping nodes, not kernels);
+    ``planned_bytes``: the activation buffers memory planning sized at export
+    (``non_const_buffer_sizes`` of the program's execution plan) — for a
+    dynamic dimension, sized for its *upper bound*.
+    """
+
+    path: Path
+    delegated_subgraphs: int
+    delegated_nodes: int
+    fallback_ops: dict[str, int]
+    planned_bytes: int
+
+
+def lower_executorch(
+    model: nn.Module, example: torch.Tensor, path: str | Path, dynamic_batch: bool = True, max_batch: int = 1024
+) -> LoweringReport:
+    """:func:`export_executorch`, returning what was delegated and the planned memory (:class:`LoweringReport`)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir import to_edge_transform_and_lower
+
+    from course_lib.measure import example_batch, set_mode
+
+    example = example_batch(example, dynamic_batch)
+    set_mode(model, False)
+    shapes = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if dynamic_batch else None
+    exported = torch.export.export(model, (example,), dynamic_shapes=shapes)
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    info = get_delegation_info(edge.exported_program().graph_module)
+    program = edge.to_executorch()
+    path = Path(path)
+    path.write_bytes(program.buffer)
+    fallback = {op: b.non_delegated for op, b in info.delegation_by_operator.items() if b.non_delegated}
+    planned = sum(int(size) for plan in program.executorch_program.execution_plan for size in plan.non_const_buffer_sizes)
+    return LoweringReport(path, info.num_delegated_subgraphs, info.num_delegated_nodes, fallback, planned)
 
 
 def export_executorch(
@@ -28,21 +75,12 @@ def export_executorch(
     A PT2E-quantized graph is lowered to XNNPACK's int8 kernels. With
     ``dynamic_batch`` the file accepts batches 1…``max_batch``; export with an
     example of at least 2 samples (a batch of 1 would be fixed in the graph).
-    Lowering takes seconds: cache the file rather than rebuilding it.
+    A dynamic batch has costs: memory is planned for ``max_batch`` and the
+    batch-dependent reshape falls back to portable kernels
+    (:func:`lower_executorch` shows both). Lowering takes seconds: cache the
+    file rather than rebuilding it.
     """
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    from course_lib.measure import example_batch, set_mode
-
-    example = example_batch(example, dynamic_batch)
-    set_mode(model, False)
-    shapes = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if dynamic_batch else None
-    exported = torch.export.export(model, (example,), dynamic_shapes=shapes)
-    program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
-    path = Path(path)
-    path.write_bytes(program.buffer)
-    return path
+    return lower_executorch(model, example, path, dynamic_batch=dynamic_batch, max_batch=max_batch).path
 
 
 class ExecuTorchModel:

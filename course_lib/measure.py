@@ -88,6 +88,18 @@ def state_dict_size(model: nn.Module) -> Size:
     return Size(len(data), gzip_size(data))
 
 
+def saved_size(obj: Any) -> int:
+    """Bytes of ``torch.save(obj)`` (any tensor, dict or module), measured in memory.
+
+    A tensor that is a *view* saves its whole underlying storage, so a small
+    slice of a large tensor can cost as much as the large one: ``.clone()``
+    it first.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return len(buffer.getvalue())
+
+
 # --- parameters -----------------------------------------------------------------------------
 
 
@@ -611,3 +623,27 @@ if __name__ == "__main__":
     import sys
 
     _latency_worker(sys.argv[1:])
+
+
+#: x86 / ARM CPU flags that decide how fast int8 kernels can be (dot-product instructions).
+INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_int8_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, bool]:
+    """Which of :data:`INT8_CPU_FLAGS` this CPU reports (Linux ``/proc/cpuinfo``; all ``False`` elsewhere).
+
+    int8 speed is a property of the CPU as much as of the model: with VNNI
+    (x86) or SDOT (ARM ``asimddp``) an int8 dot product is one instruction;
+    with AVX2 alone u8×s8 products go through ``VPMADDUBSW``, which can
+    saturate (ONNX Runtime's reason for ``reduce_range``). Print this beside
+    any int8 timing.
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        text = ""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.split(":", 1)[0].strip() in ("flags", "Features"):
+            flags.update(line.split(":", 1)[1].split())
+    return {flag: flag in flags for flag in INT8_CPU_FLAGS}

@@ -12,9 +12,12 @@ Facts for the pinned versions (torch 2.14, onnx 1.23, onnxruntime 1.32):
   *external data* file beside the ``.onnx``: count both (:func:`onnx_bytes`).
   ``dynamo=False`` is the legacy TorchScript exporter (deprecated).
 * There is no ``torch.onnx.import_to_pytorch``. Going back to PyTorch needs a
-  third-party converter: ``onnx2torch`` converts the legacy exporter's files
-  but not the dynamo exporter's; ``onnx2pytorch`` converts the dynamo
-  exporter's files and keeps every weight twice (see lecture 09).
+  third-party converter: ``onnx2pytorch`` (0.6.0, 2026) converts the dynamo
+  exporter's files and keeps every weight twice (:func:`drop_duplicate_buffers`);
+  ``onnx2torch`` (last release 1.5.15, 2024: unmaintained) implements
+  ``Reshape`` only up to version 14 and without ``allowzero=1``, which the
+  dynamo exporter writes — :func:`for_onnx2torch` down-converts the opset and
+  clears ``allowzero`` where that provably changes nothing (see lecture 09).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def export_onnx(
     dynamic_batch: bool = True,
     legacy: bool = False,
     external_data: bool = True,
+    verify: bool = False,
+    report_dir: str | Path | None = None,
 ) -> Path:
     """Export ``model`` to ONNX at ``path`` and check it; return the path.
 
@@ -50,6 +55,15 @@ def export_onnx(
             e.g. for converters that only read its output.
         external_data: dynamo exporter only — weights in ``<path>.data``
             beside the graph (the default) or inside the one file.
+        verify: dynamo exporter only — the exporter's own smoke test: it runs
+            the file in ONNX Runtime on ``example`` and compares with PyTorch.
+            It only *logs* a difference above 5e-3 (it does not raise), and
+            only on the example: a parity check on real inputs
+            (:func:`parity`) is still needed.
+        report_dir: dynamo exporter only — write the exporter's Markdown
+            report (exported program, ONNX graph, operator table, the
+            verification results with ``verify``, the error on failure) into
+            this folder (``report=True, artifacts_dir=...``).
 
     Raises:
         RuntimeError: the export failed; the message keeps the exporter's
@@ -59,6 +73,8 @@ def export_onnx(
     from course_lib.measure import example_batch, set_mode
 
     path = Path(path)
+    if legacy and (verify or report_dir is not None):
+        raise ValueError("verify and report_dir are options of the dynamo exporter; the legacy one has neither")
     example = example_batch(example, dynamic_batch)
     set_mode(model, False)
     quiet = io.StringIO()  # the dynamo exporter prints its progress ("[torch.onnx] ...") to stdout
@@ -76,9 +92,13 @@ def export_onnx(
                     )
             else:
                 shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
+                extra: dict[str, Any] = {"verify": verify}
+                if report_dir is not None:
+                    Path(report_dir).mkdir(parents=True, exist_ok=True)
+                    extra.update(report=True, artifacts_dir=str(report_dir))
                 torch.onnx.export(
                     model, (example,), str(path), dynamo=True, dynamic_shapes=shapes, input_names=["input"],
-                    output_names=["logits"], external_data=external_data, verbose=False,
+                    output_names=["logits"], external_data=external_data, verbose=False, **extra,
                 )
     except Exception as error:
         raise RuntimeError(f"ONNX export of {type(model).__name__} failed:\n" + _export_error_summary(error)) from error
@@ -266,10 +286,13 @@ def export_and_compare(model: nn.Module, example: torch.Tensor, x: np.ndarray, p
 
 
 def to_pytorch(path: str | Path, converter: str = "onnx2pytorch") -> nn.Module:
-    """Convert an ONNX file back to a PyTorch module with a maintained third-party converter.
+    """Convert an ONNX file back to a PyTorch module with a third-party converter.
 
-    ``"onnx2pytorch"`` reads the dynamo exporter's files; ``"onnx2torch"``
-    reads the legacy exporter's (it lacks ``Reshape`` from opset 19 on).
+    ``"onnx2pytorch"`` (maintained; 0.6.0 of 2026) reads the dynamo exporter's
+    files. ``"onnx2torch"`` (unmaintained: last release 1.5.15, 2024) knows
+    ``Reshape`` only up to version 14 and refuses ``allowzero=1``, both of
+    which the dynamo exporter writes: pass it a copy made by
+    :func:`for_onnx2torch`.
     """
     import onnx
 
@@ -284,10 +307,137 @@ def to_pytorch(path: str | Path, converter: str = "onnx2pytorch") -> nn.Module:
             return onnx2torch.convert(str(path)).eval()
         except NotImplementedError as error:
             raise NotImplementedError(
-                f"onnx2torch cannot convert {Path(path).name}: {error}. It reads the legacy exporter's files "
-                "(export_onnx(..., legacy=True)); for the dynamo exporter's files use converter='onnx2pytorch'."
+                f"onnx2torch cannot convert {Path(path).name}: {error}. onnx2torch is unmaintained (last release 2024); "
+                "down-convert the file first with onnx_io.for_onnx2torch, or use converter='onnx2pytorch'."
             ) from None
     raise ValueError(f"converter must be 'onnx2pytorch' or 'onnx2torch', got {converter!r}")
+
+
+def for_onnx2torch(source: str | Path, target: str | Path, opset: int = 18) -> Path:
+    """A copy of an exported file that onnx2torch can read: opset ``opset``, ``Reshape`` without ``allowzero``.
+
+    Two things stop onnx2torch on the dynamo exporter's output: ``Reshape-19``
+    (onnx2torch implements versions 5, 13 and 14) and the attribute
+    ``allowzero=1`` on every ``Reshape``. ``onnx.version_converter`` takes the
+    opset down to ``opset`` (≤ 18 gives ``Reshape-14``) but keeps
+    ``allowzero=1``. That attribute only matters when the target shape holds
+    a 0 (copy that dimension, or make it 0): it is cleared only where the
+    shape is a constant initializer without a 0, so the graph computes the
+    same function; any other ``Reshape`` with ``allowzero=1`` is an error.
+    """
+    import onnx
+    from onnx import numpy_helper, version_converter
+
+    source, target = Path(source), Path(target)
+    if opset > 18:
+        raise ValueError(f"onnx2torch implements Reshape up to version 14: down-convert to opset 18 or lower, not {opset}")
+    model = version_converter.convert_version(onnx.load(str(source)), opset)
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Reshape":
+            continue
+        for attribute in list(node.attribute):
+            if attribute.name != "allowzero" or attribute.i == 0:
+                continue
+            shape = constants.get(node.input[1])
+            if shape is None or (shape == 0).any():
+                raise ValueError(f"Reshape {node.name!r} has allowzero=1 and a shape that is not a constant without 0: "
+                                 "clearing it could change the result")
+            node.attribute.remove(attribute)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def drop_duplicate_buffers(module: nn.Module) -> list[str]:
+    """Remove (in place) every buffer equal to one of ``module``'s parameters; return the removed names.
+
+    onnx2pytorch registers every ONNX initializer as a buffer *and* gives the
+    rebuilt layers their own parameters, so each weight is saved twice. Only
+    buffers with a parameter of the same shape and values are duplicates;
+    other buffers (e.g. a ``Reshape``'s target shape, which the converted
+    graph reads at ``forward``) are kept. Check the outputs afterwards.
+    """
+    parameters = [p.detach() for p in module.parameters()]
+    removed = []
+    for owner_name, owner in module.named_modules():
+        for name, buffer in list(owner.named_buffers(recurse=False)):
+            if any(p.shape == buffer.shape and p.dtype == buffer.dtype and torch.equal(p, buffer) for p in parameters):
+                delattr(owner, name)
+                removed.append(f"{owner_name}.{name}" if owner_name else name)
+    return removed
+
+
+def op_types(path: str | Path) -> dict[str, int]:
+    """Node count per operator type, prefixed with its domain when it is not the default ``ai.onnx`` (e.g. ``com.microsoft::QGemm``)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(collections.Counter(f"{n.domain}::{n.op_type}" if n.domain else n.op_type for n in model.graph.node))
+
+
+def ort_optimized_model(source: str | Path, target: str | Path, level: str = "all") -> Path:
+    """The graph ONNX Runtime actually runs, after its graph optimizations, saved to ``target``.
+
+    ``SessionOptions.optimized_model_filepath`` makes the session write the
+    fused graph (e.g. QDQ pairs fused into ``QLinearConv`` / ``QGemm``). At
+    ``level="all"`` (the default a session runs) the result may hold layout
+    transforms specific to this CPU: it is for reading, not for shipping;
+    ``"extended"`` stops before those.
+    """
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if level not in levels:
+        raise ValueError(f"level must be one of {sorted(levels)}, got {level!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[level]
+    options.optimized_model_filepath = str(target)
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3  # the "hardware specific" warning is the docstring's caveat
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    return Path(target)
+
+
+def ort_node_placement(path: str | Path, x: np.ndarray, providers: Sequence[str] = ("CPUExecutionProvider",)) -> dict[str, dict[str, int]]:
+    """Which execution provider ran each node type, read from ORT's own profile of one run on ``x``.
+
+    ``{provider: {op type: nodes}}``. With an accelerator's provider listed
+    first (e.g. ``"XnnpackExecutionProvider"``, ``"CoreMLExecutionProvider"``
+    in builds that have them) the nodes it cannot take fall back to the next
+    one; this shows where.
+    """
+    import json
+
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ValueError(f"this onnxruntime build has no {missing}; it has {available}")
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=list(providers))
+    session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
+    profile = Path(session.end_profiling())
+    try:
+        events = json.loads(profile.read_text())
+    finally:
+        profile.unlink(missing_ok=True)
+    placement: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    seen: set[str] = set()
+    for event in events:
+        args = event.get("args", {})
+        if event.get("cat") == "Node" and "provider" in args and event.get("name", "").endswith("_kernel_time"):
+            node = event["name"][: -len("_kernel_time")]
+            if node not in seen:
+                seen.add(node)
+                placement[args["provider"]][args.get("op_name", "?")] += 1
+    return {provider: dict(counts) for provider, counts in placement.items()}
 
 
 # --- ONNX Runtime quantization ---------------------------------------------------------------------
@@ -326,15 +476,22 @@ def _root_log_level_error() -> Any:
 
 
 def ort_quantize_static(
-    source: str | Path, target: str | Path, calibration: np.ndarray, batch_size: int = 32, per_channel: bool = True
+    source: str | Path, target: str | Path, calibration: np.ndarray, batch_size: int = 32, per_channel: bool = True,
+    method: str = "MinMax", reduce_range: bool = False,
 ) -> Path:
     """ONNX Runtime static quantization in QDQ format, calibrated on ``calibration`` inputs.
 
     Runs ``quant_pre_process`` first (shape inference and graph optimisation,
     as ONNX Runtime recommends), then ``quantize_static`` with uint8
-    activations and int8 (per-channel) weights.
+    activations and int8 weights (U8S8), per channel by default. ``method``
+    is the calibration method (``MinMax`` — ORT's default —, ``Entropy``,
+    ``Percentile`` or ``Distribution``); ``reduce_range`` quantizes weights
+    to 7 bits, ORT's remedy for U8S8 saturation on x86 CPUs without VNNI.
     """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CalibrationMethod.__members__:
+        raise ValueError(f"method must be one of {list(CalibrationMethod.__members__)}, got {method!r}")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source, target = Path(source), Path(target)
@@ -345,6 +502,7 @@ def ort_quantize_static(
     quantize_static(
         str(prepared), str(target), _CalibrationReader(input_name, batches), quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+        reduce_range=reduce_range, calibrate_method=CalibrationMethod[method],
     )
     prepared.unlink(missing_ok=True)
     return target

@@ -369,6 +369,9 @@ class ColdStart:
     the model and its buffers — not the interpreter or NumPy). ExecuTorch's
     Python bindings import PyTorch, so its figures include PyTorch's import
     and memory, which an app linking the C++ runtime does not pay.
+    ``runtime_library_bytes``: the runtime package's native libraries the
+    process mapped — the size of *this* (desktop, Python) build, an upper
+    bound for a mobile build of the same runtime.
     """
 
     import_ms: float
@@ -376,6 +379,7 @@ class ColdStart:
     first_call_ms: float
     peak_rss_bytes: int
     runtime_peak_bytes: int
+    runtime_library_bytes: int = 0
 
     @property
     def load_and_first_call_ms(self) -> float:

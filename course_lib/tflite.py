@@ -321,3 +321,21 @@ def io_quantization(model: str | Path | bytes) -> dict[str, Any]:
         scale, zero_point = detail["quantization"]
         result[side] = {"dtype": np.dtype(detail["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point)}
     return result
+
+
+def execution_plan(model: str | Path | bytes, default_delegates: bool = True) -> list[str]:
+    """The operators the LiteRT interpreter runs, in order, after it applied its delegates.
+
+    With the default delegates (XNNPACK on CPU) the ops XNNPACK took are
+    replaced by one ``DELEGATE`` node each partition; the original ops are
+    still listed but no longer run. ``default_delegates=False`` shows the
+    plain built-in kernels. (Reads the interpreter's ``_get_ops_details``,
+    the detail the LiteRT Python API exposes.)
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if default_delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    source = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+    interpreter = Interpreter(**source, num_threads=1, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    return [str(op["op_name"]) for op in interpreter._get_ops_details()]

@@ -347,3 +347,13 @@ def test_a_snapshot_that_is_not_the_learners_model_earns_nothing(tmp_path):
     assert result.score <= NO_WORK_SCORES[name], [(c.grade_id, [(k.name, k.passed, k.message) for k in c.checks]) for c in result.cells]
     messages = [k.message for c in result.cells for k in c.checks]
     assert any("does not compute what your model computes" in m for m in messages), messages
+
+
+def test_a_small_but_slow_onnx_file_misses_the_latency_line(tmp_path):
+    """Exercise 10: ORT dynamic quantization fits the size line but runs several times slower than fp32 (lecture 09)."""
+    slow = ("build_artefact = lambda model, images, folder: Path(folder).mkdir(exist_ok=True) or onnx_io.ort_quantize_dynamic(\n"
+            "    onnx_io.export_onnx(model, torch.as_tensor(images[:32]), Path(folder) / 'fp32.onnx'), Path(folder) / 'dyn.onnx')")
+    result = _grade_no_work("10_edge_deployment", slow, tmp_path)
+    checks = {k.name: k.passed for c in result.cells for k in c.checks}
+    assert checks["an ONNX file of at most 100,000 bytes, external data included, that runs"]
+    assert not checks["within the size budget and at most 1.25x the latency of the grader's fp32 file"], checks

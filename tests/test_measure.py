@@ -228,3 +228,19 @@ def test_latency_in_subprocess_explains_an_unpicklable_model():
 
     with pytest.raises(TypeError, match="class must be importable"):
         measure.measure_latency_in_subprocess(LocalModel(), torch.zeros(1, 3), repeats=1)
+
+
+def test_cpu_int8_features_reads_x86_and_arm_flags(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert measure.cpu_int8_features(x86) == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx_vnni": False,
+                                              "amx_int8": False, "asimddp": False, "i8mm": False}
+    arm = tmp_path / "arm"
+    arm.write_text("Features\t: fp asimd asimddp\n")
+    assert measure.cpu_int8_features(arm)["asimddp"] and not measure.cpu_int8_features(arm)["avx2"]
+    assert not any(measure.cpu_int8_features(tmp_path / "missing").values())
+
+
+def test_saved_size_counts_a_views_whole_storage():
+    big = torch.zeros(10_000)
+    assert measure.saved_size(big[:10]) > 10 * measure.saved_size(big[:10].clone())

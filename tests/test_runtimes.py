@@ -52,6 +52,7 @@ def test_cold_start_in_a_fresh_process(onnx_file, digits):
     assert start.load_ms > 0 and start.first_call_ms > 0 and start.import_ms > 0
     assert 0 < start.runtime_peak_bytes < start.peak_rss_bytes
     assert start.peak_rss_bytes < 400 * 1024 * 1024  # numpy + onnxruntime only: no torch in the fresh process
+    assert 10e6 < start.runtime_library_bytes < 200e6  # onnxruntime's native libraries, as mapped
 
 
 def test_measure_writes_complete_records(onnx_file, digits):

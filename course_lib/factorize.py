@@ -102,11 +102,50 @@ def energy_rank(singular_values: Sequence[float] | np.ndarray | torch.Tensor, en
     return max(1, int(np.searchsorted(cumulative, energy * cumulative[-1], side="left")) + 1)
 
 
-def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
-    """``Linear(in → out)`` → ``Sequential(Linear(in → rank, no bias), Linear(rank → out, bias))``."""
+def whitening(inputs: torch.Tensor, damping: float = 0.01) -> torch.Tensor:
+    """Lower-triangular ``L`` with ``L Lᵀ`` = the inputs' second-moment matrix ``XᵀX / N`` (+ damping).
+
+    The output error of an approximation ``W'`` on inputs ``X`` is
+    ``‖(W − W') Xᵀ‖`` = ``√N ‖(W − W') L‖_F``: in the coordinates of ``L`` it
+    is a plain Frobenius norm, which the truncated SVD minimizes. ``damping``
+    × the mean diagonal is added so that ``L`` is invertible when some
+    features never vary (dead ReLU channels) or ``N`` < the feature count.
+    """
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.shape[0] < 1:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a 2-D tensor N × in_features (N ≥ 1), got {shape}")
+    if not 0.0 < damping <= 1.0:
+        raise ValueError(f"damping must be a fraction in (0, 1], got {damping!r}")
+    x = inputs.detach().to(torch.float64)
+    if not torch.isfinite(x).all() or float(x.abs().max()) == 0.0:
+        raise ValueError("inputs must be finite and not all zero")
+    second_moment = x.T @ x / len(x)
+    second_moment += damping * float(second_moment.diagonal().mean()) * torch.eye(len(second_moment), dtype=torch.float64)
+    return torch.linalg.cholesky(second_moment)
+
+
+def factorize_linear(layer: nn.Linear, rank: int, inputs: torch.Tensor | None = None, damping: float = 0.01) -> nn.Sequential:
+    """``Linear(in → out)`` → ``Sequential(Linear(in → rank, no bias), Linear(rank → out, bias))``.
+
+    With ``inputs`` (``N × in``, the layer's inputs on calibration data) the
+    factorization is **data-aware**: the truncated SVD of ``W L`` (``L`` from
+    :func:`whitening`), mapped back with ``L⁻¹``, is the rank-``rank``
+    approximation with the smallest *output* error on those inputs — the
+    idea of SVD-LLM (Wang et al. 2024, arXiv:2403.07378) — instead of the
+    smallest *weight* error. Same shapes and cost; only the values differ.
+    """
     if not isinstance(layer, nn.Linear):
         raise TypeError(f"factorize_linear expects an nn.Linear, got {type(layer).__name__}")
-    first, second = svd_factors(layer.weight, rank)
+    if inputs is None:
+        first, second = svd_factors(layer.weight, rank)
+    else:
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.shape[1] != layer.in_features:
+            shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+            raise ValueError(f"inputs must be N × {layer.in_features} (the layer's inputs), got {shape}")
+        root = whitening(inputs, damping)
+        first, second = svd_factors(layer.weight.detach().to(torch.float64) @ root, rank)
+        first = torch.linalg.solve_triangular(root, first, upper=False, left=False)  # first · L⁻¹
+        first, second = first.to(layer.weight.dtype), second.to(layer.weight.dtype)
     down = nn.Linear(layer.in_features, rank, bias=False)
     up = nn.Linear(rank, layer.out_features, bias=layer.bias is not None)
     with torch.no_grad():

@@ -309,3 +309,37 @@ def awq_search_model(model: nn.Module, inputs: dict[str, np.ndarray], bits: int 
     if missing:
         raise ValueError(f"no calibration inputs for {sorted(missing)}")
     return {name: awq_search(layer.weight.detach().numpy(), inputs[name], bits, group_size, n_grid) for name, layer in layers.items()}
+
+
+def inject_outliers(model: nn.Module, channels: Iterable[int] = (5, 77), factor: float = 30.0) -> nn.Module:
+    """A copy of a pre-LN transformer that computes the same function but has outlier input channels.
+
+    For every LayerNorm that feeds a Linear layer (``ln1 → qkv``, ``ln2 → fc1``
+    in each block, ``ln_f → head``), channel ``c``'s LayerNorm weight and bias
+    are multiplied by ``factor`` and the Linear's weight column ``c`` divided
+    by it: the product is unchanged, so the fp32 model's outputs are too
+    (up to rounding), but those Linear layers now see inputs ``factor`` times
+    larger on a few channels — the activation outliers LLMs develop
+    (Dettmers et al. 2022), made to order. Their weight columns become small,
+    so round-to-nearest loses them, which is what AWQ's scaling is for.
+    """
+    if not factor > 0:
+        raise ValueError(f"factor must be positive, got {factor!r}")
+    result = copy.deepcopy(model).eval()
+    candidates = [(getattr(b, "ln1", None), getattr(b, "qkv", None)) for b in getattr(result, "blocks", [])]
+    candidates += [(getattr(b, "ln2", None), getattr(b, "fc1", None)) for b in getattr(result, "blocks", [])]
+    candidates.append((getattr(result, "ln_f", None), getattr(result, "head", None)))
+    pairs: list[tuple[nn.LayerNorm, nn.Linear]] = [
+        (norm, linear) for norm, linear in candidates if isinstance(norm, nn.LayerNorm) and isinstance(linear, nn.Linear)]
+    if not pairs:
+        raise ValueError("no LayerNorm → Linear pairs found (expected blocks with ln1/qkv, ln2/fc1 and ln_f/head)")
+    index = torch.as_tensor(list(channels), dtype=torch.long)
+    width = pairs[0][1].in_features
+    if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= width:
+        raise ValueError(f"channels must be indices in [0, {width}), got {index.tolist()}")
+    with torch.no_grad():
+        for norm, linear in pairs:
+            norm.weight[index] *= factor
+            norm.bias[index] *= factor
+            linear.weight[:, index] /= factor
+    return result

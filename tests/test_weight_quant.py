@@ -121,3 +121,20 @@ def test_collect_inputs_and_awq_model():
     assert scaled[0].weight.shape == model[0].weight.shape
     with pytest.raises(ValueError, match="no calibration inputs"):
         wq.awq_search_model(model, {"0": inputs["0"]})
+
+
+def test_inject_outliers_preserves_the_function_and_makes_rtn_worse():
+    from course_lib import lm
+
+    torch.manual_seed(0)
+    model = lm.TinyLM(lm.LMConfig(d_model=64, n_layers=1, n_heads=2, context=16)).eval()
+    spiky = wq.inject_outliers(model, channels=(3,), factor=30.0)
+    ids = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(spiky(ids), model(ids), atol=1e-4, rtol=1e-4)
+        x = wq.collect_linear_inputs(spiky, [ids])["blocks.0.qkv"]
+        assert np.abs(x[:, 3]).mean() > 10 * np.median(np.abs(x).mean(axis=0))
+    with pytest.raises(ValueError, match="channels"):
+        wq.inject_outliers(model, channels=(64,))
+    with pytest.raises(ValueError, match="no LayerNorm"):
+        wq.inject_outliers(torch.nn.Linear(3, 3))

@@ -125,3 +125,18 @@ def test_whitening_handles_dead_features_and_rejects_bad_input():
         factorize.whitening(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="N × 4"):
         factorize.factorize_linear(nn.Linear(4, 3), 2, inputs=torch.zeros(5, 3))
+
+
+def test_tucker2_is_exact_at_full_ranks_and_has_the_formula_parameters():
+    _seeded()
+    layer = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+    x = torch.randn(2, 6, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(factorize.tucker2_conv(layer, 6, 8)(x), layer(x), atol=1e-5, rtol=1e-4)
+        small = factorize.tucker2_conv(layer, 3, 4)
+        assert small(x).shape == layer(x).shape
+    assert measure.count_parameters(small) == factorize.tucker2_params(6, 8, 3, 3, 4)
+    with pytest.raises(ValueError, match="rank"):
+        factorize.tucker2_conv(layer, 7, 4)
+    with pytest.raises(TypeError):
+        factorize.tucker2_conv(nn.Linear(3, 3), 1, 1)

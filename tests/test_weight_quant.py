@@ -138,3 +138,16 @@ def test_inject_outliers_preserves_the_function_and_makes_rtn_worse():
         wq.inject_outliers(model, channels=(64,))
     with pytest.raises(ValueError, match="no LayerNorm"):
         wq.inject_outliers(torch.nn.Linear(3, 3))
+
+
+def test_clip_search_never_loses_to_no_clipping_on_its_own_data():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 64)).astype(np.float32)
+    w[0, 3] = 12.0  # one extreme weight: clipping its group pays on typical inputs
+    x = rng.standard_normal((256, 64)).astype(np.float32)
+    clip = wq.awq_clip_search(w, x, bits=4, group_size=32)
+    assert clip.shape == (8, 2) and clip.min() >= 0.5 and clip.max() <= 1.0
+    err = lambda c: np.mean((x @ (w - wq.fake_quantize_groups(w, 32, 4, c)).T) ** 2)  # noqa: E731
+    assert err(clip) <= err(np.ones((8, 2), dtype=np.float32)) + 1e-9
+    with pytest.raises(ValueError, match="clip"):
+        wq.quantize_groups(w, 32, 4, clip=np.zeros((8, 2)))

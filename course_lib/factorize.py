@@ -11,9 +11,8 @@ two layers, ``Linear(in → r)`` with weight ``√s_r V_rᵀ`` and
 A convolution's ``c_out × c_in × k × k`` kernel, unfolded to
 ``c_out × (c_in·k²)``, is factorized the same way: ``conv(k×k, c_in → r)``
 then ``conv(1×1, r → c_out)`` (exact at full rank ``min(c_out, c_in·k²)``).
-Tucker-2 (1×1 → k×k → 1×1, e.g. with ``tensorly``) compresses the input
-channels too; the SVD form is enough to teach the trade-off and needs no
-extra library.
+Tucker-2 (1×1 → k×k → 1×1, :func:`tucker2_conv`, by truncated HOSVD)
+compresses the input channels too.
 
 Fewer MACs are not automatically less time: two calls instead of one cost
 launch overhead and memory traffic, which dominate small layers. The
@@ -102,11 +101,50 @@ def energy_rank(singular_values: Sequence[float] | np.ndarray | torch.Tensor, en
     return max(1, int(np.searchsorted(cumulative, energy * cumulative[-1], side="left")) + 1)
 
 
-def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
-    """``Linear(in → out)`` → ``Sequential(Linear(in → rank, no bias), Linear(rank → out, bias))``."""
+def whitening(inputs: torch.Tensor, damping: float = 0.01) -> torch.Tensor:
+    """Lower-triangular ``L`` with ``L Lᵀ`` = the inputs' second-moment matrix ``XᵀX / N`` (+ damping).
+
+    The output error of an approximation ``W'`` on inputs ``X`` is
+    ``‖(W − W') Xᵀ‖`` = ``√N ‖(W − W') L‖_F``: in the coordinates of ``L`` it
+    is a plain Frobenius norm, which the truncated SVD minimizes. ``damping``
+    × the mean diagonal is added so that ``L`` is invertible when some
+    features never vary (dead ReLU channels) or ``N`` < the feature count.
+    """
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.shape[0] < 1:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a 2-D tensor N × in_features (N ≥ 1), got {shape}")
+    if not 0.0 < damping <= 1.0:
+        raise ValueError(f"damping must be a fraction in (0, 1], got {damping!r}")
+    x = inputs.detach().to(torch.float64)
+    if not torch.isfinite(x).all() or float(x.abs().max()) == 0.0:
+        raise ValueError("inputs must be finite and not all zero")
+    second_moment = x.T @ x / len(x)
+    second_moment += damping * float(second_moment.diagonal().mean()) * torch.eye(len(second_moment), dtype=torch.float64)
+    return torch.linalg.cholesky(second_moment)
+
+
+def factorize_linear(layer: nn.Linear, rank: int, inputs: torch.Tensor | None = None, damping: float = 0.01) -> nn.Sequential:
+    """``Linear(in → out)`` → ``Sequential(Linear(in → rank, no bias), Linear(rank → out, bias))``.
+
+    With ``inputs`` (``N × in``, the layer's inputs on calibration data) the
+    factorization is **data-aware**: the truncated SVD of ``W L`` (``L`` from
+    :func:`whitening`), mapped back with ``L⁻¹``, is the rank-``rank``
+    approximation with the smallest *output* error on those inputs — the
+    idea of SVD-LLM (Wang et al. 2024, arXiv:2403.07378) — instead of the
+    smallest *weight* error. Same shapes and cost; only the values differ.
+    """
     if not isinstance(layer, nn.Linear):
         raise TypeError(f"factorize_linear expects an nn.Linear, got {type(layer).__name__}")
-    first, second = svd_factors(layer.weight, rank)
+    if inputs is None:
+        first, second = svd_factors(layer.weight, rank)
+    else:
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.shape[1] != layer.in_features:
+            shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+            raise ValueError(f"inputs must be N × {layer.in_features} (the layer's inputs), got {shape}")
+        root = whitening(inputs, damping)
+        first, second = svd_factors(layer.weight.detach().to(torch.float64) @ root, rank)
+        first = torch.linalg.solve_triangular(root, first, upper=False, left=False)  # first · L⁻¹
+        first, second = first.to(layer.weight.dtype), second.to(layer.weight.dtype)
     down = nn.Linear(layer.in_features, rank, bias=False)
     up = nn.Linear(rank, layer.out_features, bias=layer.bias is not None)
     with torch.no_grad():
@@ -141,6 +179,50 @@ def factorize_conv(layer: nn.Conv2d, rank: int) -> nn.Sequential:
         if layer.bias is not None and pointwise.bias is not None:
             pointwise.bias.copy_(layer.bias)
     return nn.Sequential(spatial, pointwise)
+
+
+def tucker2_conv(layer: nn.Conv2d, rank_in: int, rank_out: int) -> nn.Sequential:
+    """``Conv2d(c_in → c_out, k×k)`` → ``1×1 (c_in → rank_in)``, ``k×k (rank_in → rank_out)``, ``1×1 (rank_out → c_out)``.
+
+    Tucker-2 by truncated higher-order SVD (Kim et al. 2016): the leading
+    left singular vectors of the kernel unfolded along its output channels
+    (``U_out``) and along its input channels (``U_in``) become the two 1×1
+    convolutions, and the kernel projected onto them is the small ``k×k``
+    core. Unlike the SVD form it shrinks the input side as well; it is exact
+    when ``rank_in = c_in`` and ``rank_out = c_out``. (Truncated HOSVD is a
+    good, not the optimal, Tucker approximation; libraries such as TensorLy
+    refine it iteratively.)
+    """
+    if not isinstance(layer, nn.Conv2d):
+        raise TypeError(f"tucker2_conv expects an nn.Conv2d, got {type(layer).__name__}")
+    if layer.groups != 1:
+        raise ValueError(f"grouped convolutions (groups={layer.groups}) cannot be factorized this way")
+    if not isinstance(layer.padding, tuple) or layer.padding_mode != "zeros":
+        raise ValueError("only zero padding given as numbers is supported (not padding='same' strings or other modes)")
+    c_out, c_in, kh, kw = layer.weight.shape
+    _check_rank(rank_in, c_in)
+    _check_rank(rank_out, c_out)
+    kernel = layer.weight.detach().to(torch.float64)
+    u_out = torch.linalg.svd(kernel.reshape(c_out, -1), full_matrices=False)[0][:, :rank_out]
+    u_in = torch.linalg.svd(kernel.transpose(0, 1).reshape(c_in, -1), full_matrices=False)[0][:, :rank_in]
+    core = torch.einsum("oikl,or,is->rskl", kernel, u_out, u_in)
+    stride, padding, dilation = (_pair(v) for v in (layer.stride, layer.padding, layer.dilation))
+    reduce = nn.Conv2d(c_in, rank_in, 1, bias=False)
+    spatial = nn.Conv2d(rank_in, rank_out, (kh, kw), stride=stride, padding=padding, dilation=dilation, bias=False)
+    expand = nn.Conv2d(rank_out, c_out, 1, bias=layer.bias is not None)
+    dtype = layer.weight.dtype
+    with torch.no_grad():
+        reduce.weight.copy_(u_in.T.reshape(rank_in, c_in, 1, 1).to(dtype))
+        spatial.weight.copy_(core.to(dtype))
+        expand.weight.copy_(u_out.reshape(c_out, rank_out, 1, 1).to(dtype))
+        if layer.bias is not None and expand.bias is not None:
+            expand.bias.copy_(layer.bias)
+    return nn.Sequential(reduce, spatial, expand)
+
+
+def tucker2_params(c_in: int, c_out: int, kernel_size: int, rank_in: int, rank_out: int, bias: bool = True) -> int:
+    """Weights of :func:`tucker2_conv`'s three convolutions: ``c_in·r_in + r_in·r_out·k² + r_out·c_out`` (+ bias)."""
+    return c_in * rank_in + rank_in * rank_out * kernel_size**2 + rank_out * c_out + (c_out if bias else 0)
 
 
 def full_rank(layer: nn.Module) -> int:

@@ -24,7 +24,7 @@ import math
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from course_lib import runtimes
 
 #: Bytes taken from the start of each stdlib file: many modules, a little of each.
 BYTES_PER_FILE = 12_000
@@ -499,9 +501,15 @@ class OrtLM:
         return {"prefill": lambda: self.prefill_session.run(None, prompt), "decode": lambda: self.decode_session.run(None, feed)}
 
 
-def pytorch_timing_calls(model: TinyLM, prompt_tokens: int, past_tokens: int) -> dict[str, Callable[[], Any]]:
-    """The same two calls for an eager PyTorch model (inference mode), to time beside :meth:`OrtLM.timing_calls`."""
-    prompt = (torch.arange(prompt_tokens) % 256)[None]
+def pytorch_timing_calls(model: TinyLM, prompt_tokens: int, past_tokens: int, batch: int = 1) -> dict[str, Callable[[], Any]]:
+    """The same two calls for an eager PyTorch model (inference mode), to time beside :meth:`OrtLM.timing_calls`.
+
+    ``batch`` > 1 makes ``prefill`` a batched forward (``batch`` sequences of
+    ``prompt_tokens``): the workload where int8 matmuls can pay.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be positive, got {batch}")
+    prompt = (torch.arange(prompt_tokens) % 256)[None].repeat(batch, 1)
     k, v = zero_cache(model.cfg, past_tokens)
     token = torch.tensor([[32]])
 
@@ -516,44 +524,78 @@ def pytorch_timing_calls(model: TinyLM, prompt_tokens: int, past_tokens: int) ->
     return {"prefill": prefill, "decode": decode}
 
 
-def time_prefill_decode(calls: dict[str, dict[str, Callable[[], Any]]], prompt_tokens: int, rounds: int = 5,
+def time_calls(calls: Mapping[str, Callable[[], Any]], rounds: int = 9, repeats: int = 20, warmup: int = 3,
+               batch_size: int = 1) -> dict[str, runtimes.Timing]:
+    """Runtime-only zero-argument calls timed in interleaved rounds, as :class:`course_lib.runtimes.Timing`.
+
+    The language model's inputs are token ids and caches, not the float
+    images :func:`course_lib.runtimes.time_interleaved` takes, so this is its
+    counterpart for prepared calls (an ONNX Runtime ``session.run`` on ready
+    feeds, an eager module under ``inference_mode``). PyTorch's thread count
+    is *not* changed here — switching it inside one process gives erratic
+    timings — so set it once (``course_lib.setup(threads=1)``); ONNX Runtime
+    sessions carry their own. Pair two results with :func:`course_lib.runtimes.speedup`.
+    """
+    from course_lib import measure
+
+    if not calls:
+        raise ValueError("give at least one call to time")
+    if rounds < 2:
+        raise ValueError(f"rounds must be at least 2 (a ratio interval pairs rounds), got {rounds}")
+    measured = measure.measure_latency_interleaved({name: (fn, None) for name, fn in calls.items()},
+                                                   rounds=rounds, repeats=repeats, warmup=warmup, threads=None)
+    threads = torch.get_num_threads()
+    return {name: runtimes.Timing(s.median_ms, s.p90_ms, min(s.round_medians_ms), max(s.round_medians_ms), threads,
+                                  batch_size, list(s.round_medians_ms))
+            for name, s in measured.items()}
+
+
+def time_prefill_decode(calls: dict[str, dict[str, Callable[[], Any]]], prompt_tokens: int, rounds: int = 9,
                         repeats: int = 20, warmup: int = 3) -> list[dict[str, Any]]:
-    """Tokens per second of prefill and decode for several models, every call timed in interleaved rounds (one thread).
+    """Tokens per second of prefill and decode for several models, every call timed in interleaved rounds.
 
     ``calls``: model name → the dict from :meth:`OrtLM.timing_calls` or
     :func:`pytorch_timing_calls`. Prefill tokens/s = ``prompt_tokens`` / median
     time; decode tokens/s = 1 / median time of one step. The spread is the
-    p10–p90 of the per-call times, as tokens/s.
+    range of the per-round medians, as tokens/s; ``timing`` pairs with another
+    row's in :func:`course_lib.runtimes.speedup`.
     """
-    from course_lib import measure
-
-    targets = {(name, phase): (fn, None) for name, phases in calls.items() for phase, fn in phases.items()}
-    stats = measure.measure_latency_interleaved({f"{n} | {p}": t for (n, p), t in targets.items()},
-                                                rounds=rounds, repeats=repeats, warmup=warmup, threads=1)
+    timed = time_calls({f"{n} | {p}": fn for n, phases in calls.items() for p, fn in phases.items()},
+                       rounds=rounds, repeats=repeats, warmup=warmup)
     rows = []
-    for (name, phase) in targets:
-        s = stats[f"{name} | {phase}"]
-        tokens = prompt_tokens if phase == "prefill" else 1
-        p10, p90 = np.percentile(s.samples_ms, [10, 90])
-        rows.append({"model": name, "phase": phase, "median_ms": s.median_ms, "tokens_per_s": tokens * 1000 / s.median_ms,
-                     "tokens_per_s_p90_p10": (tokens * 1000 / p90, tokens * 1000 / p10), "samples_ms": s.samples_ms})
+    for name, phases in calls.items():
+        for phase in phases:
+            t = timed[f"{name} | {phase}"]
+            tokens = prompt_tokens if phase == "prefill" else 1
+            rows.append({"model": name, "phase": phase, "median_ms": t.median_ms, "tokens_per_s": tokens * 1000 / t.median_ms,
+                         "tokens_per_s_range": (tokens * 1000 / t.max_ms, tokens * 1000 / t.min_ms), "timing": t})
     return rows
 
 
-def speedup_interval(fast_ms: list[float], slow_ms: list[float], quantile: float = 0.5, resamples: int = 2000,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """Ratio ``slow / fast`` of a quantile of the timed calls (median by default), with a bootstrap 95 % interval.
+def cpu_facts() -> dict[str, Any]:
+    """This CPU's model, the SIMD flags that decide int8/int4 kernel speed, and its cache sizes (Linux).
 
-    On a shared machine other processes lengthen some calls; the fastest
-    decile (``quantile=0.1``) estimates what a call costs when it has the
-    core, and is far less disturbed than the median when the load is high.
+    Read from ``/proc/cpuinfo`` and ``/sys/devices/system/cpu/cpu0/cache``, so
+    a lecture prints what the machine has instead of asserting it in prose.
+    Missing files (other systems) give empty values, not an error.
     """
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile must lie strictly between 0 and 1, got {quantile}")
-    rng = np.random.default_rng(seed)
-    a, b = np.asarray(fast_ms), np.asarray(slow_ms)
-    if a.size < 2 or b.size < 2:
-        raise ValueError("need at least two timed calls per model")
-    q = 100 * quantile
-    ratios = [np.percentile(b[rng.integers(0, b.size, b.size)], q) / np.percentile(a[rng.integers(0, a.size, a.size)], q) for _ in range(resamples)]
-    return float(np.percentile(b, q) / np.percentile(a, q)), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+    facts: dict[str, Any] = {"model": "", "flags": [], "caches": {}}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not facts["model"]:
+            facts["model"] = value.strip()
+        elif key.strip() == "flags" and not facts["flags"]:
+            wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_tile", "asimddp", "i8mm")
+            present = set(value.split())
+            facts["flags"] = [flag for flag in wanted if flag in present]
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        facts["caches"][f"L{level}{'' if kind == 'Unified' else kind[0].lower()}"] = size
+    return facts

@@ -86,8 +86,14 @@ def _check_group(in_features: int, group_size: int, bits: int) -> None:
                          f"choose a divisor, e.g. {[g for g in (32, 64, 128, in_features) if in_features % g == 0]}")
 
 
-def quantize_groups(w: Any, group_size: int, bits: int = 4) -> GroupQuant:
-    """Quantize a (out, in) matrix in groups of ``group_size`` along ``in`` (asymmetric, range including 0)."""
+def quantize_groups(w: Any, group_size: int, bits: int = 4, clip: Any = None) -> GroupQuant:
+    """Quantize a (out, in) matrix in groups of ``group_size`` along ``in`` (asymmetric, range including 0).
+
+    ``clip`` (optional, ``out × in/group_size`` ratios in (0, 1]) shrinks each
+    group's range before the scale is chosen: the largest weights are then
+    clamped, and every other weight gets a finer step (AWQ's clipping search,
+    :func:`awq_clip_search`, picks the ratios).
+    """
     w = _check_matrix(w)
     out_f, in_f = w.shape
     _check_group(in_f, group_size, bits)
@@ -95,6 +101,11 @@ def quantize_groups(w: Any, group_size: int, bits: int = 4) -> GroupQuant:
     g = w.reshape(out_f, in_f // group_size, group_size)
     lo = np.minimum(g.min(axis=2), 0.0)
     hi = np.maximum(g.max(axis=2), 0.0)
+    if clip is not None:
+        ratio = np.asarray(clip, dtype=np.float32)
+        if ratio.shape != lo.shape or not np.all((ratio > 0) & (ratio <= 1)):
+            raise ValueError(f"clip must hold ratios in (0, 1], one per row and group {lo.shape}, got shape {ratio.shape}")
+        lo, hi = lo * ratio, hi * ratio
     if np.max(hi - lo) / qmax > np.finfo(np.float16).max:
         raise ValueError(f"a group spans {np.max(hi - lo):.3g}: its scale overflows float16 (max {np.finfo(np.float16).max:.0f})")
     scale = ((hi - lo) / qmax).astype(np.float16)
@@ -114,9 +125,9 @@ def dequantize_groups(gq: GroupQuant) -> np.ndarray:
     return w.reshape(out_f, in_f)
 
 
-def fake_quantize_groups(w: Any, group_size: int, bits: int = 4) -> np.ndarray:
+def fake_quantize_groups(w: Any, group_size: int, bits: int = 4, clip: Any = None) -> np.ndarray:
     """Quantize then dequantize: the weights a weight-only quantized model effectively computes with."""
-    return dequantize_groups(quantize_groups(w, group_size, bits))
+    return dequantize_groups(quantize_groups(w, group_size, bits, clip))
 
 
 def group_quant_bytes(shape: tuple[int, int], group_size: int, bits: int = 4, scale_bytes: int = 2) -> int:
@@ -203,21 +214,23 @@ def model_weight_bytes(model: nn.Module, bits: int | None, group_size: int | Non
 
 
 def quantize_model_weights(model: nn.Module, bits: int, group_size: int | None,
-                           input_scales: dict[str, np.ndarray] | None = None) -> nn.Module:
+                           input_scales: dict[str, np.ndarray] | None = None,
+                           clips: dict[str, np.ndarray] | None = None) -> nn.Module:
     """A copy of ``model`` whose Linear weights are replaced by their quantized-then-dequantized values.
 
     This simulates weight-only quantization exactly (the kernels of a real
     runtime dequantize the same numbers on the fly), so the copy's quality
     is the quantized model's quality. ``input_scales`` (from :func:`awq_search_model`)
     multiplies each weight's input columns by ``s`` before quantizing and
-    divides after, which equals scaling the activations by ``1/s``.
+    divides after, which equals scaling the activations by ``1/s``; ``clips``
+    (from :func:`awq_clip_search`, on the scaled weights) shrinks group ranges.
     """
     quantized = copy.deepcopy(model).eval()
     for name, layer in linear_layers(quantized).items():
         w = layer.weight.detach().numpy()
         s = None if input_scales is None else input_scales.get(name)
         g = group_size or w.shape[1]
-        w_hat = fake_quantize_groups(w if s is None else w * s, g, bits)
+        w_hat = fake_quantize_groups(w if s is None else w * s, g, bits, None if clips is None else clips.get(name))
         if s is not None:
             w_hat = w_hat / s
         with torch.no_grad():
@@ -309,3 +322,71 @@ def awq_search_model(model: nn.Module, inputs: dict[str, np.ndarray], bits: int 
     if missing:
         raise ValueError(f"no calibration inputs for {sorted(missing)}")
     return {name: awq_search(layer.weight.detach().numpy(), inputs[name], bits, group_size, n_grid) for name, layer in layers.items()}
+
+
+def inject_outliers(model: nn.Module, channels: Iterable[int] = (5, 77), factor: float = 30.0) -> nn.Module:
+    """A copy of a pre-LN transformer that computes the same function but has outlier input channels.
+
+    For every LayerNorm that feeds a Linear layer (``ln1 → qkv``, ``ln2 → fc1``
+    in each block, ``ln_f → head``), channel ``c``'s LayerNorm weight and bias
+    are multiplied by ``factor`` and the Linear's weight column ``c`` divided
+    by it: the product is unchanged, so the fp32 model's outputs are too
+    (up to rounding), but those Linear layers now see inputs ``factor`` times
+    larger on a few channels — the activation outliers LLMs develop
+    (Dettmers et al. 2022), made to order. Their weight columns become small,
+    so round-to-nearest loses them, which is what AWQ's scaling is for.
+    """
+    if not factor > 0:
+        raise ValueError(f"factor must be positive, got {factor!r}")
+    result = copy.deepcopy(model).eval()
+    candidates = [(getattr(b, "ln1", None), getattr(b, "qkv", None)) for b in getattr(result, "blocks", [])]
+    candidates += [(getattr(b, "ln2", None), getattr(b, "fc1", None)) for b in getattr(result, "blocks", [])]
+    candidates.append((getattr(result, "ln_f", None), getattr(result, "head", None)))
+    pairs: list[tuple[nn.LayerNorm, nn.Linear]] = [
+        (norm, linear) for norm, linear in candidates if isinstance(norm, nn.LayerNorm) and isinstance(linear, nn.Linear)]
+    if not pairs:
+        raise ValueError("no LayerNorm → Linear pairs found (expected blocks with ln1/qkv, ln2/fc1 and ln_f/head)")
+    index = torch.as_tensor(list(channels), dtype=torch.long)
+    width = pairs[0][1].in_features
+    if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= width:
+        raise ValueError(f"channels must be indices in [0, {width}), got {index.tolist()}")
+    with torch.no_grad():
+        for norm, linear in pairs:
+            norm.weight[index] *= factor
+            norm.bias[index] *= factor
+            linear.weight[:, index] /= factor
+    return result
+
+
+def awq_clip_search(w: Any, x: Any, bits: int = 4, group_size: int = 32, scales: Any = None,
+                    ratios: Any = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)) -> np.ndarray:
+    """AWQ's second step: per row and group, the range-shrinking ratio with the smallest output error on ``x``.
+
+    Shrinking a group's range clamps its few largest weights but gives all
+    others a finer step; which wins depends on the inputs, so each ``(row,
+    group)`` is scored by the squared error of its contribution to the
+    output, ``mean((x_g · (w_g − ŵ_g))²)`` — as ``auto_clip`` in
+    ``mit-han-lab/llm-awq`` does. With ``scales`` (from :func:`awq_search`)
+    the search runs on the scaled weights ``w·s`` with inputs ``x/s``, which
+    is what :func:`quantize_model_weights` then quantizes.
+    """
+    w = _check_matrix(w)
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"activations must be (tokens, {w.shape[1]}), got {x.shape}")
+    if scales is not None:
+        s = np.asarray(scales, dtype=np.float32)
+        w, x = w * s, x / s
+    out_f, in_f = w.shape
+    _check_group(in_f, group_size, bits)
+    n_groups = in_f // group_size
+    grid = np.asarray(ratios, dtype=np.float32)
+    if grid.ndim != 1 or grid.size == 0 or not np.all((grid > 0) & (grid <= 1)):
+        raise ValueError(f"ratios must be a non-empty list of values in (0, 1], got {ratios!r}")
+    errors = np.empty((grid.size, out_f, n_groups))
+    for k, ratio in enumerate(grid):
+        diff = w - fake_quantize_groups(w, group_size, bits, np.full((out_f, n_groups), ratio, dtype=np.float32))
+        for j in range(n_groups):
+            cols = slice(j * group_size, (j + 1) * group_size)
+            errors[k, :, j] = np.mean((x[:, cols] @ diff[:, cols].T) ** 2, axis=0)
+    return grid[np.argmin(errors, axis=0)]

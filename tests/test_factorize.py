@@ -98,3 +98,45 @@ def test_factorize_model_replaces_named_layers_and_rejects_others():
         factorize.factorize_conv(nn.Conv2d(4, 4, 3, groups=4), 2)
     with pytest.raises(ValueError, match="2-D tensor"):
         factorize.svd_factors(torch.zeros(3), 1)
+
+
+
+def test_data_aware_factorization_has_lower_output_error_on_correlated_inputs_and_is_exact_at_full_rank():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 12)
+    x = torch.randn(512, 16) * torch.linspace(0.05, 5.0, 16) + torch.randn(512, 1)  # skewed, correlated inputs
+    plain, aware = factorize.factorize_linear(layer, 3), factorize.factorize_linear(layer, 3, inputs=x)
+    with torch.no_grad():
+        target = layer(x)
+        assert (aware(x) - target).norm() < (plain(x) - target).norm()
+        full = factorize.factorize_linear(layer, 12, inputs=x)
+        assert torch.allclose(full(x), target, atol=1e-4)
+    assert measure.count_parameters(aware) == measure.count_parameters(plain)
+
+
+def test_whitening_handles_dead_features_and_rejects_bad_input():
+    x = torch.zeros(10, 4)
+    x[:, 0] = 2.0
+    root = factorize.whitening(x, damping=0.1)
+    assert torch.allclose(root @ root.T, (x.T @ x / 10).double() + 0.1 * 1.0 * torch.eye(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="2-D"):
+        factorize.whitening(torch.zeros(4))
+    with pytest.raises(ValueError, match="not all zero"):
+        factorize.whitening(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="N × 4"):
+        factorize.factorize_linear(nn.Linear(4, 3), 2, inputs=torch.zeros(5, 3))
+
+
+def test_tucker2_is_exact_at_full_ranks_and_has_the_formula_parameters():
+    _seeded()
+    layer = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+    x = torch.randn(2, 6, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(factorize.tucker2_conv(layer, 6, 8)(x), layer(x), atol=1e-5, rtol=1e-4)
+        small = factorize.tucker2_conv(layer, 3, 4)
+        assert small(x).shape == layer(x).shape
+    assert measure.count_parameters(small) == factorize.tucker2_params(6, 8, 3, 3, 4)
+    with pytest.raises(ValueError, match="rank"):
+        factorize.tucker2_conv(layer, 7, 4)
+    with pytest.raises(TypeError):
+        factorize.tucker2_conv(nn.Linear(3, 3), 1, 1)

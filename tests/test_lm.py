@@ -135,15 +135,24 @@ def test_a_few_training_steps_lower_the_loss_and_checkpoint_round_trip(tmp_path)
         lm.load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_speedup_interval_of_a_twice_slower_model():
-    rng = np.random.default_rng(0)
-    fast = list(1.0 + 0.05 * rng.random(50))
-    slow = list(2.0 + 0.1 * rng.random(50))
-    ratio, low, high = lm.speedup_interval(fast, slow)
-    assert 1.9 < low <= ratio <= high < 2.1
-    assert 1.9 < lm.speedup_interval(fast, slow, quantile=0.1)[0] < 2.1
-    with pytest.raises(ValueError, match="quantile"):
-        lm.speedup_interval(fast, slow, quantile=1.0)
+def test_time_calls_gives_round_paired_timings_and_a_speedup_near_the_true_ratio():
+    import time as _time
+
+    from course_lib import runtimes
+
+    timed = lm.time_calls({"fast": lambda: _time.sleep(0.001), "slow": lambda: _time.sleep(0.003)}, rounds=3, repeats=3, warmup=0)
+    assert len(timed["fast"].round_medians_ms) == 3 and timed["slow"].median_ms > timed["fast"].median_ms
+    ratio = runtimes.speedup(timed["slow"], timed["fast"])
+    assert 1.5 < ratio.estimate < 4.0
+    with pytest.raises(ValueError, match="rounds"):
+        lm.time_calls({"a": lambda: None}, rounds=1)
+    with pytest.raises(ValueError, match="at least one"):
+        lm.time_calls({})
+
+
+def test_cpu_facts_has_the_expected_keys():
+    facts = lm.cpu_facts()
+    assert set(facts) == {"model", "flags", "caches"} and isinstance(facts["flags"], list)
 
 
 def test_onnx_prefill_and_decode_match_pytorch_and_int4_file_is_smaller(tmp_path):
@@ -161,5 +170,13 @@ def test_onnx_prefill_and_decode_match_pytorch_and_int4_file_is_smaller(tmp_path
     np.testing.assert_allclose(fp32.decode_session.run(None, fp32.decode_feed(5))[0], reference, atol=1e-4)
     assert quantized.nbytes < fp32.nbytes / 2
     calls = fp32.timing_calls(prompt_tokens=8, past_tokens=4)
-    rows = lm.time_prefill_decode({"fp32": calls}, prompt_tokens=8, rounds=1, repeats=2, warmup=0)
+    rows = lm.time_prefill_decode({"fp32": calls}, prompt_tokens=8, rounds=2, repeats=2, warmup=0)
     assert {r["phase"] for r in rows} == {"prefill", "decode"} and all(r["tokens_per_s"] > 0 for r in rows)
+
+
+def test_pytorch_timing_calls_batched_prefill_runs_the_batch():
+    model = lm.TinyLM(SMALL).eval()
+    calls = lm.pytorch_timing_calls(model, prompt_tokens=8, past_tokens=4, batch=3)
+    assert calls["prefill"]().shape[0] == 3 and calls["decode"]()[0].shape[0] == 1
+    with pytest.raises(ValueError, match="batch"):
+        lm.pytorch_timing_calls(model, prompt_tokens=8, past_tokens=4, batch=0)

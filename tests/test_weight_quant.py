@@ -121,3 +121,33 @@ def test_collect_inputs_and_awq_model():
     assert scaled[0].weight.shape == model[0].weight.shape
     with pytest.raises(ValueError, match="no calibration inputs"):
         wq.awq_search_model(model, {"0": inputs["0"]})
+
+
+def test_inject_outliers_preserves_the_function_and_makes_rtn_worse():
+    from course_lib import lm
+
+    torch.manual_seed(0)
+    model = lm.TinyLM(lm.LMConfig(d_model=64, n_layers=1, n_heads=2, context=16)).eval()
+    spiky = wq.inject_outliers(model, channels=(3,), factor=30.0)
+    ids = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(spiky(ids), model(ids), atol=1e-4, rtol=1e-4)
+        x = wq.collect_linear_inputs(spiky, [ids])["blocks.0.qkv"]
+        assert np.abs(x[:, 3]).mean() > 10 * np.median(np.abs(x).mean(axis=0))
+    with pytest.raises(ValueError, match="channels"):
+        wq.inject_outliers(model, channels=(64,))
+    with pytest.raises(ValueError, match="no LayerNorm"):
+        wq.inject_outliers(torch.nn.Linear(3, 3))
+
+
+def test_clip_search_never_loses_to_no_clipping_on_its_own_data():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 64)).astype(np.float32)
+    w[0, 3] = 12.0  # one extreme weight: clipping its group pays on typical inputs
+    x = rng.standard_normal((256, 64)).astype(np.float32)
+    clip = wq.awq_clip_search(w, x, bits=4, group_size=32)
+    assert clip.shape == (8, 2) and clip.min() >= 0.5 and clip.max() <= 1.0
+    err = lambda c: np.mean((x @ (w - wq.fake_quantize_groups(w, 32, 4, c)).T) ** 2)  # noqa: E731
+    assert err(clip) <= err(np.ones((8, 2), dtype=np.float32)) + 1e-9
+    with pytest.raises(ValueError, match="clip"):
+        wq.quantize_groups(w, 32, 4, clip=np.zeros((8, 2)))

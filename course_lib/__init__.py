@@ -136,7 +136,4 @@ def import_tensorflow() -> ModuleType:
     return tf
 
 
-#: Deprecated alias of :func:`quiet_native_stderr`, kept for callers that still import the private name.
-_stderr_silenced = quiet_native_stderr
-
 __all__ = ["setup", "import_tensorflow", "quiet_native_stderr", "__version__"]

@@ -89,14 +89,14 @@ class ExecuTorchModel:
     def __init__(self, path: str | Path) -> None:
         from executorch.runtime import Runtime
 
-        from course_lib import _stderr_silenced
+        from course_lib import quiet_native_stderr
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no .pte file at {path}: build one with course_lib.executorch.export_executorch")
         start = time.perf_counter()
         # The runtime's CPU probe prints a few "[cpuinfo_utils.cpp:…]" lines to fd 2 on load.
-        with _stderr_silenced():
+        with quiet_native_stderr():
             self.program = Runtime.get().load_program(str(path))
             self.method = self.program.load_method("forward")
         self.load_seconds = time.perf_counter() - start
@@ -146,9 +146,9 @@ class executorch_threads:
         if self.threads is not None:
             from executorch.extension.pybindings import portable_lib
 
-            from course_lib import _stderr_silenced
+            from course_lib import quiet_native_stderr
 
-            with _stderr_silenced():  # the runtime logs its CPU probe and every reset to fd 2
+            with quiet_native_stderr():  # the runtime logs its CPU probe and every reset to fd 2
                 current = int(portable_lib._threadpool_get_thread_count())
                 if current != int(self.threads):  # a reset rebuilds the pool: skip it when nothing changes
                     portable_lib._unsafe_reset_threadpool(int(self.threads))
@@ -159,9 +159,9 @@ class executorch_threads:
         if self._previous is not None:
             from executorch.extension.pybindings import portable_lib
 
-            from course_lib import _stderr_silenced
+            from course_lib import quiet_native_stderr
 
-            with _stderr_silenced():
+            with quiet_native_stderr():
                 portable_lib._unsafe_reset_threadpool(self._previous)
 
 
@@ -169,9 +169,9 @@ def executorch_pool_threads() -> int:
     """Threads of ExecuTorch's process-wide XNNPACK pool (all cores until changed)."""
     from executorch.extension.pybindings import portable_lib
 
-    from course_lib import _stderr_silenced
+    from course_lib import quiet_native_stderr
 
-    with _stderr_silenced():
+    with quiet_native_stderr():
         return int(portable_lib._threadpool_get_thread_count())
 
 
@@ -179,7 +179,7 @@ def set_executorch_pool(threads: int) -> None:
     """Resize ExecuTorch's thread pool. Only before loading a ``.pte``: a loaded method keeps the old pool."""
     from executorch.extension.pybindings import portable_lib
 
-    from course_lib import _stderr_silenced
+    from course_lib import quiet_native_stderr
 
-    with _stderr_silenced():
+    with quiet_native_stderr():
         portable_lib._unsafe_reset_threadpool(int(threads))

@@ -69,7 +69,7 @@ def export_onnx(
         RuntimeError: the export failed; the message keeps the exporter's
             own summary (which names the failing Python line or operator).
     """
-    from course_lib import _stderr_silenced
+    from course_lib import quiet_native_stderr
     from course_lib.measure import example_batch, set_mode
 
     path = Path(path)
@@ -80,7 +80,7 @@ def export_onnx(
     quiet = io.StringIO()  # the dynamo exporter prints its progress ("[torch.onnx] ...") to stdout
     try:
         # A failing export also prints the partial graphs to stderr; the summary below says what matters.
-        with contextlib.redirect_stdout(quiet), _torch_logs_quiet(), _stderr_silenced():
+        with contextlib.redirect_stdout(quiet), _torch_logs_quiet(), quiet_native_stderr():
             if legacy:
                 import warnings
 

@@ -75,11 +75,11 @@ def convert_keras(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     import warnings
 
-    from course_lib import _stderr_silenced
+    from course_lib import quiet_native_stderr
 
     # The converter prints MLIR pass notes to fd 2 and warns that an int8 *input*
     # has no statistics (its range is calibrated from the representative data anyway).
-    with _stderr_silenced(), warnings.catch_warnings():
+    with quiet_native_stderr(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         flatbuffer = converter.convert()
     if path is not None:
@@ -126,7 +126,7 @@ def quantize_tflite(
     from litert_quantizer import Quantizer
     from litert_quantizer import recipe as recipes
 
-    from course_lib import _stderr_silenced
+    from course_lib import quiet_native_stderr
 
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
@@ -143,7 +143,7 @@ def quantize_tflite(
         input_name = signatures[key]["inputs"][0]
         samples = np.asarray(representative[:calibration_samples], dtype=np.float32)
         # The calibrator warns that it keeps every tensor (it must, to see their ranges) and draws a progress bar.
-        with _stderr_silenced(), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        with quiet_native_stderr(), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
             calibration = quantizer.calibrate({key: [{input_name: sample[None]} for sample in samples]}, num_threads=1)
     with warnings.catch_warnings():
@@ -191,13 +191,13 @@ def layer_errors(model: Any, representative: np.ndarray, samples: int = 100) -> 
 
     import pandas as pd
 
-    from course_lib import _stderr_silenced, import_tensorflow
+    from course_lib import quiet_native_stderr, import_tensorflow
 
     tf = import_tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _representative_dataset("int8", representative, samples)
-    with _stderr_silenced(), warnings.catch_warnings():
+    with quiet_native_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=_representative_dataset("int8", representative, samples))
@@ -225,7 +225,7 @@ class LiteRTModel:
     def __init__(self, model: str | Path | bytes, threads: int = 1, xnnpack: bool = True) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        from course_lib import _stderr_silenced
+        from course_lib import quiet_native_stderr
 
         if isinstance(model, (str, Path)):
             if not Path(model).is_file():
@@ -238,7 +238,7 @@ class LiteRTModel:
             source["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.xnnpack = xnnpack
         # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2 on every load.
-        with _stderr_silenced():
+        with quiet_native_stderr():
             self.interpreter = Interpreter(num_threads=threads, **source)
             self.interpreter.allocate_tensors()
         self.threads = threads
@@ -254,9 +254,9 @@ class LiteRTModel:
         if batch != self._batch:
             shape = (batch, *self.input_shape[1:])
             self.interpreter.resize_tensor_input(self.input["index"], shape)
-            from course_lib import _stderr_silenced
+            from course_lib import quiet_native_stderr
 
-            with _stderr_silenced():
+            with quiet_native_stderr():
                 self.interpreter.allocate_tensors()
             self._batch = batch
 

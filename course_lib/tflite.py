@@ -191,7 +191,7 @@ def layer_errors(model: Any, representative: np.ndarray, samples: int = 100) -> 
 
     import pandas as pd
 
-    from course_lib import quiet_native_stderr, import_tensorflow
+    from course_lib import import_tensorflow, quiet_native_stderr
 
     tf = import_tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)

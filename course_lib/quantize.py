@@ -254,6 +254,7 @@ def export_for_quantization(model: nn.Module, example: torch.Tensor, dynamic_bat
     size, and later calibration or evaluation batches then fail a shape guard.
     """
     example = example_batch(example, dynamic_batch)
+    # 4096: above any batch the course calibrates or evaluates with (the largest split has 1,167 images)
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     return torch.export.export(model, (example,), dynamic_shapes=shapes).module()
 

@@ -145,3 +145,16 @@ def test_x86_quantizer_uses_per_channel_weights_and_a_histogram_observer():
     config = quantize.x86_quantizer().global_config
     assert config.weight.qscheme == torch.per_channel_symmetric
     assert "HistogramObserver" in repr(config.input_activation.observer_or_fake_quant_ctr)
+
+
+def test_torchao_dynamic_quantization_agrees_and_quantize_nodes_are_counted(digits):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+    quantized = quantize.dynamic_quantize_torchao(model)
+    x = torch.as_tensor(digits.x_test[:64])
+    with torch.inference_mode():
+        reference, result = model(x), quantized(x)
+    assert not torch.equal(reference, result) and torch.allclose(reference, result, atol=0.05 * reference.abs().max().item())
+    assert type(quantized[1].weight) is not type(model[1].weight)  # torchao's int8 tensor subclass, on a copy
+    float_graph = quantize.export_for_quantization(model, x[:8])
+    assert quantize.count_quantize_nodes(float_graph) == 0
+    assert quantize.count_quantize_nodes(quantize.static_quantize(model, x[:8], [x])) >= 2

@@ -9,6 +9,8 @@ The math (NumPy, so every step is visible)::
 ``[qmin, qmax]``; *symmetric* fixes ``zero_point = 0`` and maps
 ``[-max|x|, max|x|]``. *Per-channel* gives every slice along ``axis`` its own
 scale (and zero point), which matters when channels have different ranges.
+Integer-only inference rescales int32 accumulators with a fixed-point
+multiplier (:func:`fixed_point_multiplier`, :func:`requantize`).
 
 PyTorch paths (torch 2.14 / torchao 0.18):
 
@@ -17,8 +19,10 @@ PyTorch paths (torch 2.14 / torchao 0.18):
   :func:`dynamic_quantize_torchao` (its replacement, ``torchao.quantization.quantize_``);
 * static and QAT: PT2E — ``torch.export`` → ``prepare_pt2e`` / ``prepare_qat_pt2e``
   → calibrate or train → ``convert_pt2e`` (:func:`pt2e_prepare`, :func:`calibrate`,
-  :func:`pt2e_convert`), with ExecuTorch's ``XNNPACKQuantizer``; the converted
-  graph runs fast once lowered to ExecuTorch (:mod:`course_lib.deploy`).
+  :func:`pt2e_convert`). The converted graph is a reference (float compute with
+  quantize / dequantize steps) until lowered: with ExecuTorch's
+  ``XNNPACKQuantizer`` to a ``.pte`` (:mod:`course_lib.deploy`), or with
+  :func:`x86_quantizer` through ``torch.compile`` (Inductor, x86 servers).
 """
 
 from __future__ import annotations
@@ -125,6 +129,50 @@ def quantization_error(x: Any, bits: int = 8, symmetric: bool = False, axis: int
     return {"max_abs_error": float(np.abs(error).max()), "mean_abs_error": float(np.abs(error).mean()), "sqnr_db": sqnr}
 
 
+# --- integer-only inference ---------------------------------------------------------------------
+
+
+def fixed_point_multiplier(multiplier: Any, bits: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Write each real ``multiplier`` in (0, 1) as ``m0 · 2^-shift`` with an integer ``m0`` in ``[2^(bits-2), 2^(bits-1))``.
+
+    An int8 layer's output is ``y_q = z_y + M · acc`` with ``M = s_x · s_w / s_y``
+    (``acc`` the int32 accumulator). Integer-only hardware has no float
+    multiply, so ``M`` is stored as a ``bits``-bit integer ``m0`` (31 bits of
+    precision for 32) and a right shift, as in Jacob et al. 2018 (gemmlowp,
+    TFLite): ``M · acc ≈ (m0 · acc) >> shift``.
+    """
+    m = np.asarray(multiplier, dtype=np.float64)
+    if m.size == 0 or not np.all(np.isfinite(m)) or np.any(m <= 0) or np.any(m >= 1):
+        raise ValueError("the requantization multiplier s_x·s_w/s_y must lie in (0, 1); got values outside it")
+    if not 8 <= bits <= 32:
+        raise ValueError(f"bits must be between 8 and 32, got {bits}")
+    mantissa, exponent = np.frexp(m)  # m = mantissa · 2^exponent, mantissa in [0.5, 1)
+    m0 = np.round(mantissa * 2 ** (bits - 1)).astype(np.int64)
+    carry = m0 == 2 ** (bits - 1)  # rounding up to 1.0: halve it, one less shift
+    m0 = np.where(carry, m0 // 2, m0)
+    shift = (bits - 1) - np.where(carry, exponent + 1, exponent).astype(np.int64)
+    return m0, shift
+
+
+def requantize(accumulator: Any, m0: Any, shift: Any, zero_point: int, qmin: int = -128, qmax: int = 127) -> np.ndarray:
+    """int32 accumulators → ``qmin..qmax`` outputs with integer operations only.
+
+    ``round(acc · m0 / 2^shift) + zero_point``, clamped; the rounding adds half
+    of ``2^shift`` before an arithmetic right shift (round half up), so no
+    float is used. ``m0`` and ``shift`` come from :func:`fixed_point_multiplier`
+    and broadcast against ``accumulator`` (one per output channel, last axis).
+    """
+    acc = np.asarray(accumulator)
+    if not np.issubdtype(acc.dtype, np.integer):
+        raise TypeError(f"the accumulator must hold integers (int32 sums), got {acc.dtype}")
+    m0, shift = np.asarray(m0, dtype=np.int64), np.asarray(shift, dtype=np.int64)
+    if np.any(shift < 1) or np.any(shift > 62):
+        raise ValueError("shift must lie in 1..62 (use fixed_point_multiplier for a multiplier in (0, 1))")
+    product = acc.astype(np.int64) * m0  # |acc| < 2^31 and m0 < 2^31: fits in int64
+    rounded = (product + (np.int64(1) << (shift - 1))) >> shift
+    return np.clip(rounded + zero_point, qmin, qmax).astype(np.int64)
+
+
 # --- dynamic quantization -----------------------------------------------------------------------
 
 
@@ -146,7 +194,12 @@ def dynamic_quantize_legacy(model: nn.Module, layers: set[type[nn.Module]] | Non
 
 
 def dynamic_quantize_torchao(model: nn.Module) -> nn.Module:
-    """torchao's replacement: ``quantize_(model, Int8DynamicActivationInt8WeightConfig())`` on a copy."""
+    """torchao's replacement: ``quantize_(model, Int8DynamicActivationInt8WeightConfig())`` on a copy.
+
+    torchao's quantized weights are tensor subclasses built to run under
+    ``torch.compile`` (see :func:`course_lib.runtimes.wrap_compiled`); in eager
+    mode every op pays Python dispatch, so time it compiled.
+    """
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     quantized = copy.deepcopy(model).eval()
@@ -178,6 +231,22 @@ def xnnpack_quantizer(per_channel: bool = True, weight_bits: int = 8, qat: bool 
     return XNNPACKQuantizer().set_global(config)
 
 
+def x86_quantizer() -> Any:
+    """torchao's ``X86InductorQuantizer`` with its default config, for PyTorch's own x86 int8 path.
+
+    uint8 activations (``HistogramObserver``), int8 weights symmetric **per
+    channel** (``PerChannelMinMaxObserver``); the converted graph runs int8
+    (oneDNN) kernels once compiled by Inductor with freezing
+    (:func:`course_lib.runtimes.wrap_compiled`).
+    """
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+
+
 def export_for_quantization(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True) -> nn.Module:
     """``torch.export`` the model (batch dimension dynamic by default) and return its graph module.
 
@@ -185,6 +254,7 @@ def export_for_quantization(model: nn.Module, example: torch.Tensor, dynamic_bat
     size, and later calibration or evaluation batches then fail a shape guard.
     """
     example = example_batch(example, dynamic_batch)
+    # 4096: above any batch the course calibrates or evaluates with (the largest split has 1,167 images)
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     return torch.export.export(model, (example,), dynamic_shapes=shapes).module()
 

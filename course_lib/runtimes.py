@@ -7,7 +7,8 @@ different — and the differences (a NumPy quantization inside one timed call,
 a default thread pool in another) would become the "results". So:
 
 * :func:`load` / :func:`wrap` give a :class:`LoadedModel` for any file or eager
-  module. It takes **float N × C × H × W** input (the adapter owns the layout:
+  module (:func:`wrap_compiled` for one compiled by ``torch.compile``). It
+  takes **float N × C × H × W** input (the adapter owns the layout:
   the NHWC transpose for LiteRT lives in :meth:`LoadedModel.runtime_input`
   only) and runs on an explicit number of ``threads`` — 1 means 1 in every
   runtime, ExecuTorch's process-wide pool included.
@@ -38,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -150,6 +151,75 @@ class PyTorchModel(LoadedModel):
 
     def size(self) -> _measure.Size:
         return _measure.state_dict_size(self.model)
+
+
+class CompiledModel(PyTorchModel):
+    """An ``nn.Module`` compiled by ``torch.compile`` (Inductor) for one input shape, on ``threads`` threads.
+
+    Some PyTorch paths are only fast compiled: torchao's quantized tensor
+    subclasses pay Python dispatch on every op in eager mode, and a PT2E int8
+    graph computes in float with quantize / dequantize steps until Inductor
+    fuses them into int8 kernels. Three details make a compiled model
+    comparable with the others, so they live here:
+
+    * Inductor fixes the OpenMP thread count of its C++ kernels when it
+      generates them (``torch.get_num_threads()`` then), so the model is
+      compiled — its first call made — on ``threads`` threads;
+    * ``freezing`` (``torch._inductor.config.freezing``) folds the weights into
+      the graph as constants: the x86 int8 path needs it to pre-pack int8
+      weights for oneDNN (torchao's PT2E x86 tutorial sets it);
+    * one compiled graph per shape: another batch size would recompile (seconds),
+      so :meth:`predict` runs other batch sizes in chunks of the compiled one,
+      the last padded, and another image shape is an error.
+
+    ``compile_seconds`` is the wall time of the compiling first call.
+    """
+
+    framework, format = "pytorch-compiled", "state_dict"
+
+    def __init__(self, model: nn.Module, example: Any, threads: int = 1, freezing: bool = True) -> None:
+        import time
+
+        super().__init__(model, threads=threads)
+        self.eager = self.model
+        array = _float_nchw(example)
+        self.shape = tuple(array.shape)
+        self.freezing = freezing
+        _measure.run_model(self.eager, torch.from_numpy(array))  # a wrong shape fails clearly, before compiling
+        compiled = cast(nn.Module, torch.compile(self.eager, dynamic=False))
+        started = time.perf_counter()
+        with self.threads_applied(), torch._inductor.config.patch(freezing=freezing), torch.inference_mode():
+            compiled(torch.from_numpy(array))
+        self.compile_seconds = time.perf_counter() - started
+        self.model = compiled
+
+    def _check_shape(self, x: np.ndarray) -> None:
+        if tuple(x.shape[1:]) != self.shape[1:]:
+            raise ValueError(f"this model was compiled for images of shape {self.shape[1:]}, got {tuple(x.shape[1:])}; "
+                             "compile it again for that shape")
+
+    def runtime_input(self, x: np.ndarray) -> torch.Tensor:
+        array = _float_nchw(x)
+        self._check_shape(array)
+        if len(array) != self.shape[0]:
+            raise ValueError(f"this model was compiled for batch {self.shape[0]}, got batch {len(array)}: time it on "
+                             f"the batch size it was compiled for (another would recompile inside the timing)")
+        return torch.from_numpy(array)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        self._check_shape(x)
+        batch = self.shape[0]
+        chunks = []
+        for start in range(0, len(x), batch):
+            chunk = x[start : start + batch]
+            padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), np.float32)])
+            with torch.inference_mode():
+                chunks.append(self.model(torch.from_numpy(padded)).float().numpy()[: len(chunk)])
+        return np.concatenate(chunks)
+
+    def size(self) -> _measure.Size:
+        """The eager model's ``state_dict`` (a compiled graph is not a file the course ships)."""
+        return _measure.state_dict_size(self.eager)
 
 
 class ExecuTorchRuntime(LoadedModel):
@@ -275,6 +345,11 @@ def load(path: str | Path, threads: int = 1) -> LoadedModel:
 def wrap(model: nn.Module, threads: int = 1) -> PyTorchModel:
     """An eager PyTorch model behind the same interface as the files."""
     return PyTorchModel(model, threads=threads)
+
+
+def wrap_compiled(model: nn.Module, example: Any, threads: int = 1, freezing: bool = True) -> CompiledModel:
+    """``torch.compile(model)`` for ``example``'s shape on ``threads`` threads, behind the same interface (:class:`CompiledModel`)."""
+    return CompiledModel(model, example, threads=threads, freezing=freezing)
 
 
 def artefact_size(path: str | Path) -> _measure.Size:

@@ -232,7 +232,8 @@ NO_WORK = {
                           "prune_to_80 = lambda model, loaders: model",
     "04_pruning_keras": "polynomial_sparsity = lambda *a, **k: 0.0\nmask_update_steps = lambda *a: []\n"
                         "prune_keras = lambda model, x, y: model",
-    "05_quantization_pytorch": "qparams = lambda x, bits=8: (1.0, 0)\nquantize_array = lambda x, s, z, bits=8: np.zeros(np.shape(x), dtype=np.int64)\n"
+    "05_quantization_pytorch": "qparams = lambda x, bits=8, symmetric=False, axis=None: (1.0, 0)\n"
+                               "quantize_array = lambda x, s, z, bits=8: np.zeros(np.shape(x), dtype=np.int64)\n"
                                "dequantize_array = lambda q, s, z: np.zeros(np.shape(q))\ncalibrate_int8 = lambda model, loader, example: model",
     "06_quantization_tflite": "input_quantization = lambda b: ('float32', 1.0, 0)\nrun_int8 = lambda b, x: np.zeros((len(x), 10))\n"
                               "convert_full_int8 = lambda model, representative: tflite.convert_keras(model, 'fp32')",
@@ -357,3 +358,23 @@ def test_a_small_but_slow_onnx_file_misses_the_latency_line(tmp_path):
     checks = {k.name: k.passed for c in result.cells for k in c.checks}
     assert checks["an ONNX file of at most 100,000 bytes, external data included, that runs"]
     assert not checks["within the size budget and at most 1.25x the latency of the grader's fp32 file"], checks
+
+
+# Exercise 05's qparams answered by looking up the visible checks' answers: the hidden inputs (symmetric,
+# per channel, other tensors) must keep it far from full marks (it may earn only the visible checks' share).
+HARD_CODED_QPARAMS = '''
+def qparams(x, bits=8, symmetric=False, axis=None):
+    x = np.asarray(x)
+    if axis is not None:
+        return np.ones(x.shape[axis]), np.zeros(x.shape[axis], dtype=np.int64)
+    if symmetric:
+        return 1.0, 0
+    return (4 / 255, -64) if bits == 8 else (0.1, -8)
+'''
+
+
+def test_hard_coded_visible_answers_do_not_earn_the_hidden_points(tmp_path):
+    result = _grade_no_work("05_quantization_pytorch", HARD_CODED_QPARAMS, tmp_path)
+    qparams_cell = result.cells[0]
+    visible = 4
+    assert qparams_cell.earned <= round(qparams_cell.points * visible / len(qparams_cell.checks), 2) < qparams_cell.points / 2

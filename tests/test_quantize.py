@@ -122,3 +122,39 @@ def test_every_runtime_runs_the_same_model(trained_cnn, digits, tmp_path):
     assert deploy.artefact_latency_ms(tmp_path / "model_int8.tflite", digits.x_test[:1], repeats=5) > 0
     with pytest.raises(ValueError, match="unknown artefact format"):
         deploy.predict_artefact(tmp_path / "model.bin", digits.x_test[:1])
+
+
+def test_fixed_point_requantization_matches_the_float_rescale():
+    rng = np.random.default_rng(0)
+    multipliers = rng.uniform(1e-5, 0.99, size=16)
+    m0, shift = quantize.fixed_point_multiplier(multipliers)
+    assert np.all((m0 >= 2**30) & (m0 < 2**31))
+    np.testing.assert_allclose(m0 * 2.0 ** -shift.astype(float), multipliers, rtol=2**-30)
+    acc = rng.integers(-(2**20), 2**20, size=(50, 16)).astype(np.int32)
+    integer = quantize.requantize(acc, m0, shift, zero_point=3)
+    floating = np.clip(np.round(acc * multipliers) + 3, -128, 127)
+    assert np.abs(integer - floating).max() <= 1 and np.mean(integer == floating) > 0.99  # only ties may differ
+    assert quantize.requantize(np.array([5]), *quantize.fixed_point_multiplier(0.5), zero_point=0)[0] == 3  # 2.5 rounds half up
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        quantize.fixed_point_multiplier([0.5, 1.5])
+    with pytest.raises(TypeError, match="integers"):
+        quantize.requantize(acc.astype(float), m0, shift, 0)
+
+
+def test_x86_quantizer_uses_per_channel_weights_and_a_histogram_observer():
+    config = quantize.x86_quantizer().global_config
+    assert config.weight.qscheme == torch.per_channel_symmetric
+    assert "HistogramObserver" in repr(config.input_activation.observer_or_fake_quant_ctr)
+
+
+def test_torchao_dynamic_quantization_agrees_and_quantize_nodes_are_counted(digits):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+    quantized = quantize.dynamic_quantize_torchao(model)
+    x = torch.as_tensor(digits.x_test[:64])
+    with torch.inference_mode():
+        reference, result = model(x), quantized(x)
+    assert not torch.equal(reference, result) and torch.allclose(reference, result, atol=0.05 * reference.abs().max().item())
+    assert type(quantized[1].weight) is not type(model[1].weight)  # torchao's int8 tensor subclass, on a copy
+    float_graph = quantize.export_for_quantization(model, x[:8])
+    assert quantize.count_quantize_nodes(float_graph) == 0
+    assert quantize.count_quantize_nodes(quantize.static_quantize(model, x[:8], [x])) >= 2

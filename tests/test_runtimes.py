@@ -68,3 +68,19 @@ def test_measure_writes_complete_records(onnx_file, digits):
         assert record.top1_low <= record.top1 <= record.top1_high
         assert record.latency_min_ms <= record.latency_max_ms
         assert "agreement 1.000" in record.notes
+
+
+def test_compiled_model_runs_on_its_threads_and_one_shape(digits):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)).eval()
+    compiled = runtimes.wrap_compiled(model, digits.x_test[:4], threads=1)
+    assert compiled.threads == 1 and compiled.compile_seconds > 0 and compiled.framework == "pytorch-compiled"
+    # 10 images in chunks of the compiled batch of 4 (the last one padded): the same logits as eager
+    np.testing.assert_allclose(compiled.predict(digits.x_test[:10]), runtimes.wrap(model).predict(digits.x_test[:10]), atol=1e-5)
+    timings = runtimes.time_interleaved({"eager": runtimes.wrap(model), "compiled": compiled}, digits.x_test[:4],
+                                        rounds=2, repeats=3, warmup=1)
+    assert timings["compiled"].batch_size == 4 and timings["compiled"].threads == 1
+    assert compiled.size().bytes == runtimes.wrap(model).size().bytes
+    with pytest.raises(ValueError, match="compiled for batch 4"):
+        compiled.runtime_call(digits.x_test[:1])
+    with pytest.raises(ValueError, match="compiled for images of shape"):
+        compiled.predict(np.zeros((2, 1, 4, 4), np.float32))

@@ -62,7 +62,9 @@ def test_the_speed_line_is_judged_against_the_fastest_baseline_file(tmp_path):
     assert result["baseline_format"] == ".onnx"  # the file itself is the fastest "baseline": no speed-up over it
     assert result["speedup_low"] < 1.5 and artefact.speed_verdict(result) == "not met"
     assert artefact.speed_verdict({"speedup": 1.6, "speedup_low": 1.4, "speedup_high": 1.8}) == "inconclusive"
-    assert artefact.speed_verdict({"speedup": 1.6, "speedup_low": 1.55, "speedup_high": 1.8}) == "met"
+    assert artefact.speed_verdict({"speedup": 1.4, "speedup_low": 1.38, "speedup_high": 1.42}) == "inconclusive"  # band
+    assert artefact.speed_verdict({"speedup": 1.3, "speedup_low": 1.28, "speedup_high": 1.32}) == "not met"
+    assert artefact.speed_verdict({"speedup": 1.9, "speedup_low": 1.85, "speedup_high": 1.95}) == "met"
     assert artefact.speed_verdict({"error": "crashed"}) == "not met"
     with pytest.raises(ValueError, match="at least one baseline"):
         artefact.measure_for_grading(tiny, {}, on="test")

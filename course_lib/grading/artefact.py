@@ -13,10 +13,11 @@ ran learner code.
 The speed line follows the capstone's rule (:mod:`course_lib.capstone`): the
 file is compared with the **fastest** fp32 baseline file in any runtime, not
 with the baseline in its own format, so choosing a runtime whose fp32 file is
-slow earns nothing. The ratio has a 95 % interval paired by round; the line
-is failed only when the whole interval is below :data:`SPEEDUP` (a ratio
-whose interval crosses the line is "inconclusive" and gets the benefit of
-the doubt: machine load must not decide a grade).
+slow earns nothing. The ratio has a 95 % interval paired by round, widened
+by the tolerance band :data:`SPEED_TOLERANCE` (±10 %); the line is failed
+only when that whole band is below :data:`SPEEDUP` (a ratio whose band
+crosses the line is "inconclusive" and gets the benefit of the doubt:
+machine load must not decide a grade).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ FORMATS = snapshot.ARTEFACT_FORMATS
 MAX_ARTEFACT_BYTES = snapshot.MAX_SNAPSHOT_BYTES
 #: The speed line: at least this many times faster than the fastest fp32 baseline file.
 SPEEDUP = 1.5
+#: The tolerance band around it (relative), as in ``capstone.Budget.speed_tolerance``.
+SPEED_TOLERANCE = 0.10
 
 _BASELINE_LOCK = threading.Lock()
 _BASELINE_DIR: dict[str, Path] = {}
@@ -120,11 +123,19 @@ def measure_for_grading(
     }
 
 
-def speed_verdict(result: dict[str, Any], line: float = SPEEDUP) -> str:
-    """"met", "not met" or "inconclusive" for the speed line, from the measured interval (an error: "not met")."""
+def speed_verdict(result: dict[str, Any], line: float = SPEEDUP, tolerance: float = SPEED_TOLERANCE) -> str:
+    """"met", "not met" or "inconclusive" for the speed line (an error: "not met").
+
+    The measured interval is widened by ``tolerance`` on each side, as the
+    capstone's budget does (:func:`course_lib.capstone.speed_interval`): one
+    process's rounds vary less than two gradings of the same file do.
+    """
+    from course_lib.capstone import speed_interval
+
     if "error" in result:
         return stats.NOT_MET
-    return stats.verdict(stats.Interval(result["speedup"], result["speedup_low"], result["speedup_high"]), line)
+    ratio = stats.Interval(result["speedup"], result["speedup_low"], result["speedup_high"])
+    return stats.verdict(speed_interval(ratio, tolerance), line)
 
 
 def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The capstone's ratios, re-measured on this machine: size, speed and accuracy against the fp32 baseline.
 
 Not a test: the figures depend on the machine. Run with `make bench` (a fresh
-run of the pipeline, about a minute on 2 cores), or print the ratios of a
-stored run with `python benchmarks/capstone_ratios.py --from results/summary.json`.
+run of the pipeline without the cold starts, a few minutes on 2 cores), or
+print the ratios of a stored run with
+`python benchmarks/capstone_ratios.py --from results/summary.json`.
 
 For every step (design, pruned, int8) and runtime (PyTorch, ExecuTorch, ONNX
 Runtime, LiteRT) it prints: the file's raw and gzip size as a fraction of the
@@ -10,8 +11,10 @@ baseline file in the same runtime, the batch-1 one-thread speedup against the
 fastest fp32 file of the baseline (with its interval) and against the same
 runtime's baseline, the top-1 change in points, and the verdict per budget
 line. `--repeat N` runs the pipeline N times and prints the spread of the
-speedups and whether any verdict flipped between met and not met (a
-borderline line should read "inconclusive" instead).
+speedups, the largest relative move of a speedup between runs (what
+`capstone.Budget.speed_tolerance` must cover), and whether any verdict
+flipped between met and not met (a borderline line should read
+"inconclusive" instead).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import course_lib as cl
 
 
-def ratios(records: list) -> "object":
+def ratios(records: list) -> object:
     from course_lib import capstone
 
     table = capstone.check_budget(records)
@@ -63,7 +66,7 @@ def main() -> None:
     for run in range(args.repeat):
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
-            records, _ = capstone.run_pipeline(data.load_digits(), Path(folder))
+            records, _ = capstone.run_pipeline(data.load_digits(), Path(folder), cold=False)
         table = ratios(records)
         runs.append(table)
         print(f"\nrun {run + 1} of {args.repeat} ({time.perf_counter() - start:.0f} s):")
@@ -72,12 +75,17 @@ def main() -> None:
     if args.repeat > 1:
         every = pd.concat(runs)
         speedups = every.groupby(["step", "runtime"], sort=False)["speedup"].agg(["min", "median", "max"])
-        print("\nspeedup against the fastest fp32 file over the runs (min / median / max):")
-        print(speedups.round(2).to_string())
+        speedups["max move"] = speedups["max"] / speedups["min"] - 1
+        print("\nspeedup against the fastest fp32 file over the runs (min / median / max; max / min - 1):")
+        print(speedups.round(3).to_string())
+        print(f"largest move of a speedup between runs: {100 * speedups['max move'].max():.1f} % "
+              f"(Budget.speed_tolerance: {100 * capstone.Budget().speed_tolerance:g} %)")
         for line in ("size", "speed", "accuracy"):
             seen = every.groupby(["step", "runtime"], sort=False)[line].agg(set)
             flips = seen[seen.map(lambda v: {"met", "not met"} <= v)]
-            print(f"{line}: verdicts flipping between met and not met: {list(flips.index) or 'none'}")
+            moved = seen[seen.map(len) > 1]
+            print(f"{line}: verdicts flipping between met and not met: {list(flips.index) or 'none'}; "
+                  f"any change (e.g. to inconclusive): {dict(moved.map(sorted)) or 'none'}")
 
 
 if __name__ == "__main__":

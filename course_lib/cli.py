@@ -341,12 +341,15 @@ def render_command(out: str | None) -> int:
     return 0
 
 
-def report_command(out: str | None, keep_artefacts: bool) -> int:
+def report_command(out: str | None, keep_artefacts: bool, quick: bool = False) -> int:
     """Run the capstone pipeline headless and write the results; return 0 on success.
 
     Into the repository's ``results/`` (the default) the README's results
     table is refreshed too: the JSON is its source, and the two must not
     disagree. Into any other folder (``--out``) the README is left alone.
+    ``quick`` trains one epoch per model and times 3 rounds: it checks the
+    whole path end to end (the tests use it), its figures mean nothing, and
+    it refuses to write into the repository's ``results/``.
     """
     import datetime
     import shutil
@@ -355,13 +358,16 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
     from tqdm import tqdm
 
     out_dir, into_repository = _results_dir(out)
+    if quick and into_repository:
+        print("error: --quick figures mean nothing; write them elsewhere with --out", file=sys.stderr)
+        return 2
     try:  # fail now, not after a minute of training
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         print(f"error: cannot create the results folder {out_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    stages = ["train the baseline", "export the baseline", "train the half-width design", "export the design",
-              "prune and fine-tune", "quantize and export", "measure every step"]
+    stages = ["train the baseline", "train the half-width variants", "prune and fine-tune", "export and quantize",
+              "measure every step"]
     start = time.perf_counter()
     course_lib.setup(seed=0, threads=2)
     course_lib.import_tensorflow()  # after course_lib (see README, Troubleshooting); the LiteRT files need the Keras twin
@@ -379,10 +385,12 @@ def report_command(out: str | None, keep_artefacts: bool) -> int:
         bar.set_postfix_str(message)
 
     try:
-        records, _ = capstone.run_pipeline(data.load_digits(), work, progress=progress)
+        recipe = capstone.Recipe(epochs=1, finetune_epochs=1, rounds=3, repeats=10) if quick else capstone.Recipe()
+        records, _ = capstone.run_pipeline(data.load_digits(), work, recipe, progress=progress)
         bar.update(1)
         bar.set_postfix_str("write results")
-        argv = " ".join(["python -m course_lib report"] + ([] if into_repository else [f"--out {out}"]))
+        argv = " ".join(["python -m course_lib report"] + ([] if into_repository else [f"--out {out}"])
+                        + (["--quick"] if quick else []))
         meta = {"command": argv, "date": datetime.date.today().isoformat(),
                 "seconds": round(time.perf_counter() - start, 1), "machine": machine_summary()}
         paths = capstone.write_results(records, out_dir, meta)
@@ -449,7 +457,7 @@ def _report(args: argparse.Namespace) -> int:
         if args.keep_artefacts:
             args.parser.error("--render-only measures nothing, so there are no artefacts to --keep-artefacts")
         return render_command(args.out)
-    return report_command(args.out, args.keep_artefacts)
+    return report_command(args.out, args.keep_artefacts, quick=args.quick)
 
 
 def site_command(out: str, languages: list[str], jobs: int) -> int:
@@ -569,6 +577,9 @@ def build_parser(prog: str = "course-lib") -> argparse.ArgumentParser:
     p_rep.add_argument("--render-only", action="store_true",
                        help="measure nothing: re-render summary.md and the README table from the existing summary.json")
     p_rep.add_argument("--keep-artefacts", action="store_true", help="keep the .pte/.onnx/.tflite files in OUT/artefacts")
+    p_rep.add_argument("--quick", action="store_true",
+                       help="one epoch per model, 3 timing rounds: checks the pipeline end to end; figures meaningless "
+                            "(needs --out)")
     p_rep.set_defaults(func=_report, parser=p_rep)
 
     p_sup = sub.add_parser("supernet", help="train the architecture search lecture's supernet and save it (a few minutes)")

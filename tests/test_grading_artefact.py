@@ -44,8 +44,30 @@ def test_grade_artefact_measures_a_real_int8_file(tmp_path):
     assert "error" not in result, result
     assert result["format"] == ".pte" and result["evaluated_on"] == "test" and result["images"] == 225
     assert result["gzip_bytes"] < result["baseline_gzip_bytes"] / 10
-    assert result["speedup"] > 0 and 0.0 <= result["top1"] <= 1.0
+    assert 0 < result["speedup_low"] <= result["speedup"] <= result["speedup_high"] and 0.0 <= result["top1"] <= 1.0
+    assert result["baseline_format"] in artefact.FORMATS and result["speed"] in ("met", "not met", "inconclusive")
     assert "faster" not in artefact.describe({"error": "x"}) and "×" in artefact.describe(result)
+
+
+def test_the_speed_line_is_judged_against_the_fastest_baseline_file(tmp_path):
+    """The reference is the fastest fp32 file whatever its format: a slow runtime's baseline earns nothing."""
+    from course_lib import onnx_io
+
+    split = data.exercise_split()
+    example = torch.as_tensor(split.x_train[:32])
+    tiny = onnx_io.export_onnx(capstone.cnn(channels=(8, 16), hidden=16, seed=0).eval(), example, tmp_path / "tiny.onnx",
+                               external_data=False)
+    big = deploy.export_executorch(capstone.cnn(seed=0).eval(), example, tmp_path / "big.pte")
+    result = artefact.measure_for_grading(tiny, {".pte": big, ".onnx": tiny}, on="test", rounds=5, repeats=50)
+    assert result["baseline_format"] == ".onnx"  # the file itself is the fastest "baseline": no speed-up over it
+    assert result["speedup_low"] < 1.5 and artefact.speed_verdict(result) == "not met"
+    assert artefact.speed_verdict({"speedup": 1.6, "speedup_low": 1.4, "speedup_high": 1.8}) == "inconclusive"
+    assert artefact.speed_verdict({"speedup": 1.4, "speedup_low": 1.38, "speedup_high": 1.42}) == "inconclusive"  # band
+    assert artefact.speed_verdict({"speedup": 1.3, "speedup_low": 1.28, "speedup_high": 1.32}) == "not met"
+    assert artefact.speed_verdict({"speedup": 1.9, "speedup_low": 1.85, "speedup_high": 1.95}) == "met"
+    assert artefact.speed_verdict({"error": "crashed"}) == "not met"
+    with pytest.raises(ValueError, match="at least one baseline"):
+        artefact.measure_for_grading(tiny, {}, on="test")
 
 
 def test_trusted_facts_of_a_pruned_model_with_masks_attached():

@@ -4,10 +4,20 @@ Exercise 12 is scored on a file, not on values: the learner's code trains a
 model and saves a ``.pte`` / ``.onnx`` / ``.tflite``; the test cell takes the
 file's bytes as data (:func:`course_lib.grading.trusted.artefact_payload`) and
 :func:`grade_artefact` measures it — gzip size, batch-1 one-thread latency
-timed in alternating rounds against an fp32 baseline file the grader builds
-itself in the same format, and top-1 on a hold-out half of the digits test
-set that :func:`course_lib.data.exercise_split` never returns — in a fresh
-process confined like a submission, which never ran learner code.
+(runtime-only, :mod:`course_lib.runtimes`) timed in interleaved rounds with
+the fp32 baseline CNN in **every** runtime the grader builds, and top-1 on a
+hold-out half of the digits test set that :func:`course_lib.data.exercise_split`
+never returns — in a fresh process confined like a submission, which never
+ran learner code.
+
+The speed line follows the capstone's rule (:mod:`course_lib.capstone`): the
+file is compared with the **fastest** fp32 baseline file in any runtime, not
+with the baseline in its own format, so choosing a runtime whose fp32 file is
+slow earns nothing. The ratio has a 95 % interval paired by round, widened
+by the tolerance band :data:`SPEED_TOLERANCE` (±10 %); the line is failed
+only when that whole band is below :data:`SPEEDUP` (a ratio whose band
+crosses the line is "inconclusive" and gets the benefit of the doubt:
+machine load must not decide a grade).
 """
 
 from __future__ import annotations
@@ -21,12 +31,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from course_lib import data, deploy
+from course_lib import data, deploy, stats
 from course_lib.grading import checks, snapshot, trust
 
 FORMATS = snapshot.ARTEFACT_FORMATS
 #: Largest artefact the grader accepts (bytes): what one snapshot may carry.
 MAX_ARTEFACT_BYTES = snapshot.MAX_SNAPSHOT_BYTES
+#: The speed line: at least this many times faster than the fastest fp32 baseline file.
+SPEEDUP = 1.5
+#: The tolerance band around it (relative), as in ``capstone.Budget.speed_tolerance``.
+SPEED_TOLERANCE = 0.10
 
 _BASELINE_LOCK = threading.Lock()
 _BASELINE_DIR: dict[str, Path] = {}
@@ -59,19 +73,31 @@ def baseline_artefact(fmt: str) -> Path:
         return _BASELINE_DIR[fmt]
 
 
+def baseline_artefacts() -> dict[str, Path]:
+    """The fp32 baseline CNN in every format the grader knows (the speed line's candidates)."""
+    return {fmt: baseline_artefact(fmt) for fmt in FORMATS}
+
+
 def measure_for_grading(
-    path: str | Path, baseline: str | Path, on: str = "holdout", rounds: int = 5, repeats: int = 100,
+    path: str | Path, baselines: dict[str, Path] | str | Path, on: str = "holdout", rounds: int = 9, repeats: int = 100,
 ) -> dict[str, Any]:
-    """Size, latency ratio to ``baseline`` and top-1 of one artefact (runs in the confined measuring process).
+    """Size, speedup against the fastest fp32 baseline file, and top-1 of one artefact (in the confined process).
 
-    ``on`` is ``"holdout"`` (the grader) or ``"test"`` (the exercise's own
-    test half, for a learner checking their work). Latency is batch 1 on one
-    thread, the artefact and the baseline timed in alternating rounds so that
-    a busy machine slows both alike; the speedup is the ratio of their medians.
+    ``baselines`` maps a format to the grader's fp32 baseline file in it (one
+    path is accepted too). ``on`` is ``"holdout"`` (the grader) or ``"test"``
+    (the exercise's own test half, for a learner checking their work).
+    Latency is the runtime's own call (:func:`course_lib.runtimes.time_interleaved`),
+    batch 1, one thread in every runtime, the artefact and every baseline
+    timed in the same interleaved rounds so that a busy machine slows all
+    alike. The reference is the baseline file with the lowest median; the
+    speedup is the median of the per-round ratios with a bootstrap interval.
     """
-    from course_lib.measure import measure_latency_interleaved
+    from course_lib import runtimes
 
-    path, baseline = Path(path), Path(baseline)
+    path = Path(path)
+    references = {Path(baselines).suffix: Path(baselines)} if isinstance(baselines, (str, Path)) else dict(baselines)
+    if not references:
+        raise ValueError("give at least one baseline file")
     if on not in ("holdout", "test"):
         raise ValueError(f"on must be 'holdout' or 'test', got {on!r}")
     if on == "holdout":
@@ -79,23 +105,37 @@ def measure_for_grading(
     else:
         split = data.exercise_split()
         x, y = split.x_test, split.y_test
-    x_run = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if path.suffix == ".tflite" else x
-    with deploy.executorch_threads(1 if path.suffix == ".pte" else None):
-        model = deploy.load_artefact(path)
-        reference = deploy.load_artefact(baseline)
-        logits = np.asarray(model.predict(x_run))
-        if logits.shape != (len(y), 10):
-            raise ValueError(f"the artefact returned logits of shape {logits.shape}; expected ({len(y)}, 10)")
-        stats = measure_latency_interleaved({"ours": (model, x_run[:1]), "baseline": (reference, x_run[:1])},
-                                            rounds=rounds, repeats=repeats, threads=1)
-    raw, gz = deploy.artefact_bytes(path)
-    _, base_gz = deploy.artefact_bytes(baseline)
-    latency, base_latency = stats["ours"].median_ms, stats["baseline"].median_ms
+    model = runtimes.load(path, threads=1)
+    logits = np.asarray(model.predict(x))
+    if logits.shape != (len(y), 10):
+        raise ValueError(f"the artefact returned logits of shape {logits.shape}; expected ({len(y)}, 10)")
+    loaded = {"ours": model, **{f"baseline{fmt}": runtimes.load(file, threads=1) for fmt, file in references.items()}}
+    timings = runtimes.time_interleaved(loaded, x[:1], rounds=rounds, repeats=repeats)
+    fastest = min((name for name in loaded if name != "ours"), key=lambda name: timings[name].median_ms)
+    ratio = runtimes.speedup(timings[fastest], timings["ours"])
+    size, base_size = model.size(), loaded[fastest].size()
     return {
-        "format": path.suffix, "bytes": raw, "gzip_bytes": gz, "baseline_gzip_bytes": base_gz,
-        "latency_ms": latency, "baseline_latency_ms": base_latency, "speedup": base_latency / latency,
-        "top1": float((logits.argmax(1) == y).mean()), "evaluated_on": on, "images": int(len(y)),
+        "format": path.suffix, "bytes": size.bytes, "gzip_bytes": size.gzip_bytes, "baseline_format": fastest.removeprefix("baseline"),
+        "baseline_gzip_bytes": base_size.gzip_bytes, "latency_ms": timings["ours"].median_ms,
+        "baseline_latency_ms": timings[fastest].median_ms, "speedup": ratio.estimate, "speedup_low": ratio.low,
+        "speedup_high": ratio.high, "top1": float((logits.argmax(1) == y).mean()), "evaluated_on": on,
+        "images": int(len(y)),
     }
+
+
+def speed_verdict(result: dict[str, Any], line: float = SPEEDUP, tolerance: float = SPEED_TOLERANCE) -> str:
+    """"met", "not met" or "inconclusive" for the speed line (an error: "not met").
+
+    The measured interval is widened by ``tolerance`` on each side, as the
+    capstone's budget does (:func:`course_lib.capstone.speed_interval`): one
+    process's rounds vary less than two gradings of the same file do.
+    """
+    from course_lib.capstone import speed_interval
+
+    if "error" in result:
+        return stats.NOT_MET
+    ratio = stats.Interval(result["speedup"], result["speedup_low"], result["speedup_high"])
+    return stats.verdict(speed_interval(ratio, tolerance), line)
 
 
 def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
@@ -121,7 +161,8 @@ def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
 
     fmt = payload["format"]
     on = "holdout" if checks._recorder() is not None else "test"
-    files = {f"submission{fmt}": bytes(blob), f"baseline{fmt}": baseline_artefact(fmt).read_bytes(),
+    files = {f"submission{fmt}": bytes(blob),
+             **{f"baseline{other}": file.read_bytes() for other, file in baseline_artefacts().items()},
              "request.json": json.dumps({"kind": "capstone", "options": {"format": fmt, "on": on}}).encode()}
     from course_lib.grading.trusted import _time_left
 
@@ -135,9 +176,13 @@ def grade_artefact(payload: Any, timeout_s: float = 180.0) -> dict[str, Any]:
         last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), f"exit code {returncode}")
         return {"error": f"the artefact could not be run: {last[:300]}"}
     try:
-        return trust.validate_facts("capstone", lines[-1][len("FACTS "):])
+        result = trust.validate_facts("capstone", lines[-1][len("FACTS "):])
     except trust.MessageError as exc:
         return {"error": str(exc)}
+    if not 0 < result["speedup_low"] <= result["speedup"] <= result["speedup_high"]:
+        return {"error": "the measuring process returned an inconsistent speedup interval"}
+    result["speed"] = speed_verdict(result)
+    return result
 
 
 def describe(result: dict[str, Any], accuracy: bool = True) -> str:
@@ -147,6 +192,9 @@ def describe(result: dict[str, Any], accuracy: bool = True) -> str:
     """
     if "error" in result:
         return str(result["error"])
-    text = (f"measured {result['format']}: {result['gzip_bytes']:,} B gzip (fp32 baseline {result['baseline_gzip_bytes']:,} B); "
-            f"{result['latency_ms']:.3f} ms vs baseline {result['baseline_latency_ms']:.3f} ms ({result['speedup']:.2f}× faster)")
+    text = (f"measured {result['format']}: {result['gzip_bytes']:,} B gzip (fastest fp32 baseline file, "
+            f"{result['baseline_format']}: {result['baseline_gzip_bytes']:,} B); {result['latency_ms']:.4f} ms vs "
+            f"{result['baseline_latency_ms']:.4f} ms: {result['speedup']:.2f}× [{result['speedup_low']:.2f}, "
+            f"{result['speedup_high']:.2f}] faster (batch 1, one thread, runtime only; 95 % interval over "
+            f"interleaved rounds)")
     return text + (f"; top-1 {result['top1']:.3f} on the {result['evaluated_on']} images" if accuracy else "")

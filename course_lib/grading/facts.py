@@ -277,8 +277,8 @@ def compute(kind: str, folder: Path, options: dict[str, Any]) -> dict[str, Any]:
     if kind == "capstone":
         from course_lib.grading import artefact
 
-        return artefact.measure_for_grading(folder / f"submission{options['format']}",
-                                            folder / f"baseline{options['format']}", on=str(options["on"]))
+        baselines = {fmt: folder / f"baseline{fmt}" for fmt in artefact.FORMATS if (folder / f"baseline{fmt}").is_file()}
+        return artefact.measure_for_grading(folder / f"submission{options['format']}", baselines, on=str(options["on"]))
     model = (folder / "model.bin").read_bytes()
     arrays = _load_arrays(folder / "inputs.npz") if (folder / "inputs.npz").is_file() else {}
     if kind == "torch":

@@ -237,8 +237,9 @@ FACT_SCHEMAS: dict[str, dict[str, Any]] = {
                "logits?": "array"},
     "onnx": {"bytes": int, "outputs": "arrays"},
     "artefact": {"bytes": int, "gzip_bytes": int, "logits": "array", "latency_ms": float},
-    "capstone": {"format": str, "bytes": int, "gzip_bytes": int, "baseline_gzip_bytes": int, "latency_ms": float,
-                 "baseline_latency_ms": float, "speedup": float, "top1": float, "evaluated_on": str, "images": int},
+    "capstone": {"format": str, "bytes": int, "gzip_bytes": int, "baseline_format": str, "baseline_gzip_bytes": int,
+                 "latency_ms": float, "baseline_latency_ms": float, "speedup": float, "speedup_low": float,
+                 "speedup_high": float, "top1": float, "evaluated_on": str, "images": int},
 }
 
 

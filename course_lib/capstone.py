@@ -310,19 +310,27 @@ def run_pipeline(
 # --- the budget ----------------------------------------------------------------------------------
 
 
+def _measured(record: Record, field_name: str) -> float:
+    """A record's measured field, or a clear error: a budget cannot be checked against a value never measured."""
+    value = getattr(record, field_name)
+    if value is None:
+        raise ValueError(f"record {record.name!r} has no {field_name}: measure it before checking the budget")
+    return float(value)
+
+
 def _ratio(reference: Record, record: Record) -> stats.Interval:
     """reference latency / record latency, with a bootstrap interval paired by round when both have rounds."""
     a, b = reference.latency_rounds_ms or [], record.latency_rounds_ms or []
     if len(a) >= 2 and len(a) == len(b):
         return stats.bootstrap_median_ratio(a, b)
-    point = reference.latency_ms / record.latency_ms
+    point = _measured(reference, "latency_ms") / _measured(record, "latency_ms")
     return stats.Interval(point, point, point)
 
 
 def _top1_change(record: Record, base: Record) -> stats.Interval:
     if record.top1_delta is not None and record.top1_delta_low is not None and record.top1_delta_high is not None:
         return stats.Interval(record.top1_delta, record.top1_delta_low, record.top1_delta_high)
-    point = record.top1 - base.top1
+    point = _measured(record, "top1") - _measured(base, "top1")
     return stats.Interval(point, point, point)
 
 
@@ -355,7 +363,7 @@ def check_budget(records: list[Record], budget: Budget = Budget()) -> Any:
         base = baselines.get(record.framework)
         if base is None:
             raise ValueError(f"no baseline record for runtime {record.framework!r}")
-        size_ratio = base.gzip_bytes / record.gzip_bytes
+        size_ratio = _measured(base, "gzip_bytes") / _measured(record, "gzip_bytes")
         speed, within = _ratio(fastest, record), _ratio(base, record)
         change = _top1_change(record, reference_top1)
         verdicts = {
@@ -367,7 +375,7 @@ def check_budget(records: list[Record], budget: Budget = Budget()) -> Any:
             stats.NOT_MET if stats.NOT_MET in verdicts.values() else stats.INCONCLUSIVE)
         rows.append({
             "step": step_of(record), "runtime": record.framework, "format": record.format, "name": record.name,
-            "gzip_bytes": record.gzip_bytes, "size_ratio": size_ratio, "raw_size_ratio": base.bytes / record.bytes,
+            "gzip_bytes": record.gzip_bytes, "size_ratio": size_ratio, "raw_size_ratio": _measured(base, "bytes") / _measured(record, "bytes"),
             "latency_ms": record.latency_ms, "latency_min_ms": record.latency_min_ms or record.latency_ms,
             "latency_max_ms": record.latency_max_ms or record.latency_ms,
             "speedup": speed.estimate, "speedup_low": speed.low, "speedup_high": speed.high,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import capstone, onnx_io, runtimes
+from course_lib import capstone, measure, onnx_io, runtimes
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,14 @@ def test_measure_writes_complete_records(onnx_file, digits):
         assert record.top1_low <= record.top1 <= record.top1_high
         assert record.latency_min_ms <= record.latency_max_ms
         assert "agreement 1.000" in record.notes
+
+
+def test_thread_clock_times_cpu_time_of_eager_models_and_refuses_what_it_cannot_see():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    timing = runtimes.time_interleaved({"m": runtimes.wrap(model)}, x, rounds=2, repeats=3, warmup=1, clock="thread")["m"]
+    assert timing.median_ms > 0 and len(timing.round_medians_ms) == 2
+    with pytest.raises(ValueError, match="1 thread"):
+        runtimes.time_interleaved({"m": runtimes.wrap(model, threads=2)}, x, rounds=2, clock="thread")
+    with pytest.raises(ValueError, match="clock must be one of"):
+        measure.measure_latency(model, torch.from_numpy(x), repeats=1, clock="cpu")

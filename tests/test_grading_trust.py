@@ -322,11 +322,11 @@ def test_a_snapshot_that_is_not_the_learners_model_earns_nothing(tmp_path):
 
 WRONG_BUT_PLAUSIBLE = {
     # counts weight_orig on a pruned layer (the review's finding on the old reference answer)
-    "00_measuring_models": ("test_count_params", "check(\"a globally pruned CNN: non-zeros of the weights it uses\"",
+    "00_measuring_models": ("test_count_params", "a globally pruned CNN: non-zeros of the weights it uses",
                             "def count_params(model, nonzero=False):\n"
                             "    return int(sum(int(torch.count_nonzero(p)) if nonzero else p.numel() for p in model.parameters()))\n"),
     # the stride on the 1×1 convolution: same output shape, 4× the depthwise MACs
-    "01_lightweight_design": ("test_make_separable_block", "check(\"MACs of a stride-2 block",
+    "01_lightweight_design": ("test_make_separable_block", "MACs of a stride-2 block: the stride belongs on the depthwise convolution",
                               "def make_separable_block(c_in, c_out, stride=1):\n"
                               "    return nn.Sequential(nn.Conv2d(c_in, c_in, 3, 1, 1, groups=c_in, bias=False), nn.BatchNorm2d(c_in),\n"
                               "                         nn.ReLU(), nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())\n"),

@@ -310,12 +310,22 @@ def _batch_size(inputs: Inputs) -> int | None:
     return int(shape[0]) if shape is not None and len(shape) > 0 else None
 
 
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def _timer(clock: str) -> Any:
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    return CLOCKS[clock]
+
+
 def measure_latency(
     target: nn.Module | Callable[..., Any],
     inputs: Inputs = None,
     warmup: int = 10,
     repeats: int = 50,
     threads: int | None = None,
+    clock: str = "wall",
 ) -> LatencyStats:
     """Time ``target(*inputs)``: ``warmup`` untimed calls, then ``repeats`` timed ones.
 
@@ -334,7 +344,15 @@ def measure_latency(
             the value is then only recorded. Switching thread counts inside
             one process can give erratic timings: for a careful comparison
             measure each count in a fresh process.
+        clock: ``"wall"`` (elapsed time, what a user waits) or ``"thread"``
+            (CPU time of the calling thread, :func:`time.thread_time`). On a
+            machine shared with other jobs the operating system pauses a long
+            call more often than a short one, and wall time then charges the
+            other jobs' time to the long call; thread CPU time does not. It
+            is only meaningful for single-threaded runs that compute in the
+            calling thread (PyTorch with one intra-op thread).
     """
+    timer = _timer(clock)
     _check_count("warmup", warmup, 0)
     _check_count("repeats", repeats, 1)
     if threads is not None:
@@ -348,9 +366,9 @@ def measure_latency(
             call()
         samples = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = timer()
             call()
-            samples.append((time.perf_counter() - start) * 1000.0)
+            samples.append((timer() - start) * 1000.0)
         used_threads = torch.get_num_threads() if isinstance(target, nn.Module) else threads
     finally:
         torch.set_num_threads(previous)
@@ -363,6 +381,7 @@ def measure_latency_interleaved(
     repeats: int = 60,
     warmup: int = 10,
     threads: int | None = 1,
+    clock: str = "wall",
 ) -> dict[str, LatencyStats]:
     """Time several targets fairly: ``rounds`` rounds, each timing every target once, in rotating order.
 
@@ -378,7 +397,9 @@ def measure_latency_interleaved(
         rounds, repeats, warmup: per round, per target.
         threads: PyTorch threads for every measurement (other runtimes set
             theirs when loaded).
+        clock: ``"wall"`` or ``"thread"`` (see :func:`measure_latency`).
     """
+    _timer(clock)
     _check_count("rounds", rounds, 1)
     if not targets:
         raise ValueError("give at least one target to time")
@@ -389,7 +410,7 @@ def measure_latency_interleaved(
         order = names[round_index % len(names):] + names[: round_index % len(names)]
         for name in order:
             target, inputs = targets[name]
-            stats = measure_latency(target, inputs, warmup=warmup, repeats=repeats, threads=threads)
+            stats = measure_latency(target, inputs, warmup=warmup, repeats=repeats, threads=threads, clock=clock)
             samples[name] += stats.samples_ms
             round_medians[name].append(stats.median_ms)
     used_threads = threads if threads is not None else torch.get_num_threads()

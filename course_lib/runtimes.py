@@ -387,7 +387,7 @@ class Timing:
 
 def time_interleaved(
     models: Mapping[str, LoadedModel], x: Any, rounds: int = 7, repeats: int = 50, warmup: int = 10,
-    wrapper: bool = False,
+    wrapper: bool = False, clock: str = "wall",
 ) -> dict[str, Timing]:
     """Time each model's runtime-only call on ``x`` (e.g. one image) in ``rounds`` interleaved rounds.
 
@@ -395,7 +395,11 @@ def time_interleaved(
     different thread counts is not a comparison. With ``wrapper`` the
     course's full call (``model(x)``: conversion, layout, quantization) is
     timed in the same rounds, and ``wrapper_overhead_ms`` is its median minus
-    the runtime's.
+    the runtime's. ``clock="thread"`` times CPU time of the calling thread
+    instead of elapsed time (see :func:`course_lib.measure.measure_latency`):
+    on a machine busy with other jobs it keeps their time out of long calls;
+    it needs one thread and a runtime that computes in the calling thread
+    (eager PyTorch).
     """
     if not models:
         raise ValueError("give at least one model to time")
@@ -404,6 +408,9 @@ def time_interleaved(
         raise ValueError(f"every model must run on the same thread count to be compared; got {sorted(threads)}")
     if rounds < 2:
         raise ValueError(f"rounds must be at least 2 (a spread needs rounds), got {rounds}")
+    if clock == "thread" and (threads != {1} or not all(isinstance(m, PyTorchModel) for m in models.values())):
+        raise ValueError("clock='thread' measures the calling thread's CPU time: it needs eager PyTorch models on 1 thread "
+                         "(other runtimes and thread pools compute in threads it does not see)")
     batch = _float_nchw(x)
     targets: dict[str, tuple[Any, Any]] = {name: (model.runtime_call(batch), None) for name, model in models.items()}
     if wrapper:
@@ -414,7 +421,8 @@ def time_interleaved(
             if type(model) not in seen:
                 seen.add(type(model))
                 stack.enter_context(model.threads_applied())
-        measured = _measure.measure_latency_interleaved(targets, rounds=rounds, repeats=repeats, warmup=warmup, threads=None)
+        measured = _measure.measure_latency_interleaved(targets, rounds=rounds, repeats=repeats, warmup=warmup, threads=None,
+                                                        clock=clock)
     thread_count = threads.pop()
     result = {}
     for name in models:

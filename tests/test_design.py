@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from course_lib import design, measure
+from course_lib import data, design, measure
 from course_lib.models import blocks
 from course_lib.models.keras_twin import tiny_net_keras
 from course_lib.report import Record
@@ -63,3 +63,12 @@ def test_pareto_front_and_budget():
         design.best_under_budget(records, flops=10)
     with pytest.raises(ValueError, match="has no latency_ms"):
         design.pareto_front(records, "latency_ms")
+
+
+def test_measure_candidate_scores_validation_unless_told_to_report_test():
+    split = data.load_digits()
+    record = design.measure_candidate("tiny", blocks.TinyNet("separable", 0.25), split, epochs=1, latency_repeats=5)
+    assert record.images == len(split.y_val) and "top-1 on val" in record.notes
+    assert record.top1_low is not None and record.top1_low <= record.top1 <= record.top1_high
+    with pytest.raises(ValueError, match="on must be"):
+        design.measure_candidate("tiny", blocks.TinyNet("separable", 0.25), split, epochs=1, on="train")

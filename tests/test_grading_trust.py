@@ -247,7 +247,7 @@ NO_WORK = {
 }
 # What those do-nothing answers score on their own (measured with the grader; a patched library must not add a point).
 NO_WORK_SCORES = {
-    "01_lightweight_design": 1.2, "03_pruning_pytorch": 3.6, "04_pruning_keras": 2.93, "05_quantization_pytorch": 0.0,
+    "01_lightweight_design": 1.07, "03_pruning_pytorch": 3.6, "04_pruning_keras": 2.93, "05_quantization_pytorch": 0.0,
     "06_quantization_tflite": 0.75, "09_onnx_roundtrip": 0.57, "10_edge_deployment": 0.0, "12_capstone": 2.0,
 }
 
@@ -378,3 +378,31 @@ def test_hard_coded_visible_answers_do_not_earn_the_hidden_points(tmp_path):
     qparams_cell = result.cells[0]
     visible = 4
     assert qparams_cell.earned <= round(qparams_cell.points * visible / len(qparams_cell.checks), 2) < qparams_cell.points / 2
+
+
+# --- plausible wrong answers: the misconception a hidden check is there to catch loses points -----
+
+WRONG_BUT_PLAUSIBLE = {
+    # counts weight_orig on a pruned layer (the review's finding on the old reference answer)
+    "00_measuring_models": ("test_count_params", "a globally pruned CNN: non-zeros of the weights it uses",
+                            "def count_params(model, nonzero=False):\n"
+                            "    return int(sum(int(torch.count_nonzero(p)) if nonzero else p.numel() for p in model.parameters()))\n"),
+    # the stride on the 1×1 convolution: same output shape, 4× the depthwise MACs
+    "01_lightweight_design": ("test_make_separable_block", "MACs of a stride-2 block: the stride belongs on the depthwise convolution",
+                              "def make_separable_block(c_in, c_out, stride=1):\n"
+                              "    return nn.Sequential(nn.Conv2d(c_in, c_in, 3, 1, 1, groups=c_in, bias=False), nn.BatchNorm2d(c_in),\n"
+                              "                         nn.ReLU(), nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_BUT_PLAUSIBLE), ids=str)
+def test_plausible_wrong_answers_lose_points_in_their_cell(name, tmp_path):
+    grade_id, hidden_check, code = WRONG_BUT_PLAUSIBLE[name]
+    source = SOLUTIONS / f"{name}.ipynb"
+    assert hidden_check in source.read_text(encoding="utf-8")  # the check this answer is meant to fail still exists
+    nbformat.write(_with_cell(EXERCISES / source.name, "import torch\nfrom torch import nn\n" + code), tmp_path / "wrong.ipynb")
+    result = grader.grade_submission(tmp_path / "wrong.ipynb", source, "wrong")
+    assert result.status == "graded", result.reason
+    cell = next(c for c in result.cells if c.grade_id == grade_id)
+    failed = [k.name for k in cell.checks if not k.passed]
+    assert 0 < cell.earned < cell.points and failed, (cell.earned, [(k.name, k.passed, k.message) for k in cell.checks])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import capstone, onnx_io, runtimes
+from course_lib import capstone, measure, onnx_io, runtimes
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,14 @@ def test_compiled_model_runs_on_its_threads_and_one_shape(digits):
         compiled.runtime_call(digits.x_test[:1])
     with pytest.raises(ValueError, match="compiled for images of shape"):
         compiled.predict(np.zeros((2, 1, 4, 4), np.float32))
+
+
+def test_thread_clock_times_cpu_time_of_eager_models_and_refuses_what_it_cannot_see():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    timing = runtimes.time_interleaved({"m": runtimes.wrap(model)}, x, rounds=2, repeats=3, warmup=1, clock="thread")["m"]
+    assert timing.median_ms > 0 and len(timing.round_medians_ms) == 2
+    with pytest.raises(ValueError, match="1 thread"):
+        runtimes.time_interleaved({"m": runtimes.wrap(model, threads=2)}, x, rounds=2, clock="thread")
+    with pytest.raises(ValueError, match="clock must be one of"):
+        measure.measure_latency(model, torch.from_numpy(x), repeats=1, clock="cpu")

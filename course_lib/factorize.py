@@ -38,6 +38,16 @@ def _pair(value: int | tuple[int, ...] | str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def _check_plain_conv(layer: nn.Module, caller: str) -> None:
+    """Refuse what the factorizations cannot express: not a Conv2d, grouped, or non-zero / string padding."""
+    if not isinstance(layer, nn.Conv2d):
+        raise TypeError(f"{caller} expects an nn.Conv2d, got {type(layer).__name__}")
+    if layer.groups != 1:
+        raise ValueError(f"grouped convolutions (groups={layer.groups}) cannot be factorized this way")
+    if not isinstance(layer.padding, tuple) or layer.padding_mode != "zeros":
+        raise ValueError("only zero padding given as numbers is supported (not padding='same' strings or other modes)")
+
+
 def _check_rank(rank: int, full_rank: int) -> None:
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= full_rank:
         raise ValueError(f"rank must be an integer between 1 and {full_rank} (the full rank), got {rank!r}")
@@ -162,12 +172,7 @@ def factorize_conv(layer: nn.Conv2d, rank: int) -> nn.Sequential:
     the output has the same shape. Grouped (e.g. depthwise) convolutions are
     refused: their kernels are already thin.
     """
-    if not isinstance(layer, nn.Conv2d):
-        raise TypeError(f"factorize_conv expects an nn.Conv2d, got {type(layer).__name__}")
-    if layer.groups != 1:
-        raise ValueError(f"grouped convolutions (groups={layer.groups}) cannot be factorized this way")
-    if not isinstance(layer.padding, tuple) or layer.padding_mode != "zeros":
-        raise ValueError("only zero padding given as numbers is supported (not padding='same' strings or other modes)")
+    _check_plain_conv(layer, "factorize_conv")
     c_out, c_in, kh, kw = layer.weight.shape
     first, second = svd_factors(layer.weight.flatten(1), rank)
     stride, padding, dilation = (_pair(v) for v in (layer.stride, layer.padding, layer.dilation))
@@ -193,12 +198,7 @@ def tucker2_conv(layer: nn.Conv2d, rank_in: int, rank_out: int) -> nn.Sequential
     good, not the optimal, Tucker approximation; libraries such as TensorLy
     refine it iteratively.)
     """
-    if not isinstance(layer, nn.Conv2d):
-        raise TypeError(f"tucker2_conv expects an nn.Conv2d, got {type(layer).__name__}")
-    if layer.groups != 1:
-        raise ValueError(f"grouped convolutions (groups={layer.groups}) cannot be factorized this way")
-    if not isinstance(layer.padding, tuple) or layer.padding_mode != "zeros":
-        raise ValueError("only zero padding given as numbers is supported (not padding='same' strings or other modes)")
+    _check_plain_conv(layer, "tucker2_conv")
     c_out, c_in, kh, kw = layer.weight.shape
     _check_rank(rank_in, c_in)
     _check_rank(rank_out, c_out)
